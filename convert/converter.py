@@ -1,0 +1,240 @@
+"""``glmv convert``: a GLM-4.6V checkpoint folder → text GGUF + mmproj GGUF + manifest.json.
+
+Every output is written as ``<file>.part`` and renamed only when complete and fsynced, so an
+interrupted run never leaves a file that looks finished. A re-run whose manifest entry matches
+(source config, quant type, converter version, file size) skips that file.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+
+from .errors import ConversionError
+from .gguf_files import mmproj_metadata, text_metadata, write_gguf
+from .hf_checkpoint import ModelSpec, SourceTensor, load_spec, open_tensors
+from .tensor_plan import (DIRECT_TYPES, FILE_TYPE_IDS, MMPROJ_QUANTS, TEXT_QUANTS, PlannedTensor,
+                          plan_summary, source_shapes, text_plan, vision_plan)
+
+CONVERTER_VERSION = "1.0"
+DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# Intermediate file type for K-quants: the source's own precision, so nothing is lost before
+# llama.cpp's quantizer sees it.
+INTERMEDIATE_FOR_SOURCE = {"BF16": "BF16", "F16": "F16", "F32": "F32"}
+
+
+@dataclass
+class ConvertResult:
+    text_path: Path
+    mmproj_path: Path
+    manifest_path: Path
+    skipped: list[str] = field(default_factory=list)
+    report: dict = field(default_factory=dict)
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
+def output_names(name: str, quant: str, mmproj_quant: str) -> tuple[str, str]:
+    return f"{name}-{quant}.gguf", f"mmproj-{name}-{mmproj_quant}.gguf"
+
+
+def sha256_file(path: Path, bufsize: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def check_sources(spec: ModelSpec, sources: dict[str, SourceTensor]) -> list[str]:
+    """Every needed tensor present with the config's shape; returns names we will ignore."""
+    expected = source_shapes(spec)
+    missing = [n for n in expected if n not in sources]
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise ConversionError(f"checkpoint is missing tensor(s) {', '.join(missing[:5])}{more}")
+    for n, shape in expected.items():
+        if tuple(sources[n].shape) != tuple(shape):
+            raise ConversionError(f"tensor {n} has shape {list(sources[n].shape)} but config.json implies "
+                                  f"{list(shape)}: the weights do not belong to this config")
+    return sorted(set(sources) - set(expected))
+
+
+class _Progress:
+    """One progress line per file on stderr (tqdm when attached to a terminal)."""
+
+    def __init__(self, label: str, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+                            file=sys.stderr, mininterval=1.0, disable=None if sys.stderr.isatty() else False)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _tensor_types(path: Path) -> dict[str, str]:
+    return {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+
+
+def quantize_with_llama(src: Path, dst: Path, quant: str, threads: int | None = None) -> None:
+    """llama.cpp's own quantizer (K-quant mixes, fallbacks) on a GGUF written by us."""
+    from runtime.backends import import_llama_cpp
+    llama_cpp = import_llama_cpp()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = FILE_TYPE_IDS[quant]
+    params.nthread = threads or os.cpu_count() or 1
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
+    if rc != 0:
+        raise ConversionError(f"llama.cpp's quantizer failed on {src.name} (code {rc})")
+    with open(dst, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _write_file(kind: str, final: Path, plan: list[PlannedTensor], sources, spec, file_type: str,
+                metadata, progress: bool, permute_qk: bool) -> None:
+    part = final.with_name(final.name + ".part")
+    bar = _Progress(f"{kind} {final.name}", plan_summary(plan, file_type)["bytes"], progress)
+    try:
+        write_gguf(part, "glm4" if kind == "text" else "clip", plan, sources, spec, file_type, metadata,
+                   bar, permute_qk=permute_qk)
+    finally:
+        bar.close()
+    os.replace(part, final)
+
+
+def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quant: str = "Q8_0",
+            name: str | None = None, progress: bool = True, permute_qk: bool = True,
+            threads: int | None = None, force: bool = False) -> ConvertResult:
+    """Convert ``src`` into ``out``; see the module docstring. ``permute_qk=False`` exists only
+    for the negative-control test (a file that must compute wrong)."""
+    quant, mmproj_quant = quant.upper(), mmproj_quant.upper()
+    if quant not in TEXT_QUANTS:
+        raise ConversionError(f"unknown text quant type {quant!r}; choose one of {', '.join(TEXT_QUANTS)}")
+    if mmproj_quant not in MMPROJ_QUANTS:
+        raise ConversionError(f"unknown mmproj quant type {mmproj_quant!r}; choose one of {', '.join(MMPROJ_QUANTS)}")
+    src, out = Path(src), Path(out)
+    spec = load_spec(src)
+    sources = open_tensors(src)
+    ignored = check_sources(spec, sources)
+    name = _safe_name(name or src.name)
+    text_name, mmproj_name = output_names(name, quant, mmproj_quant)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    result = ConvertResult(out / text_name, out / mmproj_name, manifest_path)
+
+    def up_to_date(role: str, fname: str, q: str) -> bool:
+        entry = (old.get("files") or {}).get(role) or {}
+        p = out / fname
+        return (not force and entry.get("file") == fname and entry.get("quant") == q
+                and old.get("converter_version") == CONVERTER_VERSION
+                and old.get("source", {}).get("config_sha256") == spec.config_sha256
+                and p.is_file() and p.stat().st_size == entry.get("bytes"))
+
+    tplan, vplan = text_plan(spec), vision_plan(spec)
+    src_dtype = next(iter(sources.values())).dtype
+    files: dict[str, dict] = {}
+    t0 = time.monotonic()
+    intermediate = out / f".{name}-intermediate.gguf"
+    try:
+        if up_to_date("text", text_name, quant):
+            result.skipped.append(text_name)
+            files["text"] = old["files"]["text"]
+        else:
+            if quant in DIRECT_TYPES:
+                _write_file("text", result.text_path, tplan, sources, spec, quant, text_metadata(src, spec),
+                            progress, permute_qk)
+            else:
+                mid = INTERMEDIATE_FOR_SOURCE[src_dtype]
+                _write_file("text", intermediate, tplan, sources, spec, mid, text_metadata(src, spec),
+                            progress, permute_qk)
+                if progress:
+                    print(f"quantizing {text_name} with llama.cpp ({quant})…", file=sys.stderr, flush=True)
+                part = result.text_path.with_name(text_name + ".part")
+                quantize_with_llama(intermediate, part, quant, threads)
+                os.replace(part, result.text_path)
+                _remove(intermediate)
+            files["text"] = _file_entry(result.text_path, quant)
+        if up_to_date("mmproj", mmproj_name, mmproj_quant):
+            result.skipped.append(mmproj_name)
+            files["mmproj"] = old["files"]["mmproj"]
+        else:
+            _write_file("mmproj", result.mmproj_path, vplan, sources, spec, mmproj_quant, mmproj_metadata(spec),
+                        progress, permute_qk)
+            files["mmproj"] = _file_entry(result.mmproj_path, mmproj_quant)
+    except OSError as e:
+        if e.errno in DISK_ERRNOS:
+            free = shutil.disk_usage(out).free
+            raise ConversionError(f"disk full while writing into {out} ({os.strerror(e.errno)}; "
+                                  f"{free / 2**20:.0f} MiB free). Free space or choose another --out; "
+                                  "no partial output was kept") from None
+        raise
+    finally:
+        for p in (intermediate, intermediate.with_name(intermediate.name + ".part"),
+                  result.text_path.with_name(text_name + ".part"), result.mmproj_path.with_name(mmproj_name + ".part")):
+            _remove(p)
+    manifest = {
+        "converter_version": CONVERTER_VERSION,
+        "source": {"name": name, "config_sha256": spec.config_sha256, "dtype": src_dtype},
+        "files": files,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    result.report = {"seconds": round(time.monotonic() - t0, 2), "ignored_tensors": ignored,
+                     "fallbacks": _fallbacks(_tensor_types(result.text_path), quant)}
+    return result
+
+
+def _file_entry(path: Path, quant: str) -> dict:
+    types = _tensor_types(path)
+    counts: dict[str, int] = {}
+    for t in types.values():
+        counts[t] = counts.get(t, 0) + 1
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path), "quant": quant,
+            "tensor_count": len(types), "tensor_types": counts}
+
+
+# K-quant types need rows that are a multiple of 256; llama.cpp swaps in another type for the
+# others (the real model's ffn_down is 13696 wide). Those are reported, not hidden.
+_K_BASE = {"Q4_K_M": {"Q4_K", "Q6_K", "Q5_K"}, "Q5_K_M": {"Q5_K", "Q6_K"}, "Q6_K": {"Q6_K"}}
+
+
+def _fallbacks(types: dict[str, str], quant: str) -> dict[str, str]:
+    wanted = _K_BASE.get(quant)
+    if not wanted:
+        return {}
+    return {n: t for n, t in types.items() if t not in wanted and t != "F32"}

@@ -1,0 +1,233 @@
+"""Write the text-model and mmproj GGUF files, streaming tensor data in bounded chunks.
+
+Peak memory is one chunk (about 64 MiB of float32 rows), whatever the checkpoint size:
+tensors are read from the shards row-range by row-range, transformed, encoded and appended.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import gguf
+import numpy as np
+
+from .errors import ConversionError
+from .hf_checkpoint import ModelSpec, SourceTensor, iter_rows
+from .tensor_plan import FILE_TYPE_IDS, PlannedTensor
+
+Q = gguf.GGMLQuantizationType
+CHUNK_BYTES = 64 << 20
+
+# GLM special tokens llama.cpp needs by role (GLM's own converter sets the same ids).
+SPECIAL_TOKEN_ROLES: dict[str, str] = {
+    "bos": "<|endoftext|>", "eos": "<|endoftext|>", "unk": "<|endoftext|>",
+    "pad": "<|endoftext|>", "eot": "<|user|>",
+}
+
+
+class _StreamingWriter(gguf.GGUFWriter):
+    """GGUFWriter that accepts one tensor's data as a sequence of byte chunks."""
+
+    def write_tensor_chunks(self, nbytes: int, chunks: Iterator[bytes]) -> None:
+        assert self.fout is not None and len(self.fout) == 1
+        fout = self.fout[0]
+        name = next(iter(self.tensors[0]))
+        info = self.tensors[0].pop(name)
+        if info.nbytes != nbytes:
+            raise ConversionError(f"internal: {name} planned {info.nbytes} bytes, got {nbytes}")
+        self.write_padding(fout, fout.tell())
+        written = 0
+        for chunk in chunks:
+            fout.write(chunk)
+            written += len(chunk)
+        if written != nbytes:
+            raise ConversionError(f"internal: {name} wrote {written} bytes, expected {nbytes}")
+        self.write_padding(fout, nbytes)
+        self.state = gguf.WriterState.WEIGHTS
+
+
+def _rope_neox_rows(head_dim: int, rope_dim: int) -> np.ndarray:
+    """Row order that turns interleaved rotary pairs (2i, 2i+1) into NeoX halves (i, i+r/2)."""
+    rot = np.arange(rope_dim)
+    return np.concatenate([rot[0::2], rot[1::2], np.arange(rope_dim, head_dim)])
+
+
+def float_chunks(p: PlannedTensor, src: SourceTensor, spec: ModelSpec, permute_qk: bool = True) -> Iterator[np.ndarray]:
+    """The stored tensor ``p`` as float32 row chunks, its transform applied."""
+    if p.transform in ("temporal_0", "temporal_1"):
+        yield np.ascontiguousarray(src.read()[:, :, int(p.transform[-1])])
+        return
+    if p.transform in ("rope_neox_q", "rope_neox_k") and permute_qk:
+        hd = spec.text.head_dim
+        order = _rope_neox_rows(hd, spec.text.rope_dim)
+        heads_per_chunk = max(1, CHUNK_BYTES // (4 * hd * (src.shape[1] if len(src.shape) > 1 else 1)))
+        n_heads = src.shape[0] // hd
+        for h0 in range(0, n_heads, heads_per_chunk):
+            h1 = min(n_heads, h0 + heads_per_chunk)
+            block = src.read(h0 * hd, h1 * hd)
+            block = block.reshape((h1 - h0, hd) + block.shape[1:])[:, order]
+            yield block.reshape((-1,) + tuple(src.shape[1:]))
+        return
+    for a, b in iter_rows(src, CHUNK_BYTES):
+        yield src.read(a, b)
+
+
+def encode(arr: np.ndarray, qt: Q) -> bytes:
+    if qt == Q.F32:
+        return np.ascontiguousarray(arr, dtype=np.float32).tobytes()
+    if qt == Q.F16:
+        return np.ascontiguousarray(arr, dtype=np.float16).tobytes()
+    return gguf.quants.quantize(np.ascontiguousarray(arr, dtype=np.float32), qt).tobytes()
+
+
+def _byte_shape(shape: tuple[int, ...], qt: Q) -> tuple[int, ...]:
+    block, size = gguf.GGML_QUANT_SIZES[qt]
+    return tuple(shape[:-1]) + (shape[-1] // block * size,)
+
+
+def write_gguf(path: Path, arch: str, plan: list[PlannedTensor], sources: dict[str, SourceTensor],
+               spec: ModelSpec, file_type: str, add_metadata: Callable[[gguf.GGUFWriter], None],
+               progress: Callable[[int], None] | None = None, permute_qk: bool = True) -> None:
+    """Write ``path`` (callers pass a ``.part`` name); fsynced before returning."""
+    w = _StreamingWriter(path, arch)
+    add_metadata(w)
+    w.add_file_type(FILE_TYPE_IDS[file_type])
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for p in plan:
+        qt = p.gguf_type(file_type)
+        if qt in (Q.F32, Q.F16):
+            w.add_tensor_info(p.name, p.shape, np.dtype(np.float32 if qt == Q.F32 else np.float16), p.nbytes(file_type))
+        else:
+            w.add_tensor_info(p.name, _byte_shape(p.shape, qt), np.dtype(np.uint8), p.nbytes(file_type), raw_dtype=qt)
+    try:
+        w.write_header_to_file(path)
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        for p in plan:
+            qt = p.gguf_type(file_type)
+            chunks = (encode(c, qt) for c in float_chunks(p, sources[p.source], spec, permute_qk))
+            w.write_tensor_chunks(p.nbytes(file_type), _counted(chunks, progress))
+        w.flush()
+        assert w.fout is not None
+        os.fsync(w.fout[0].fileno())
+    finally:
+        w.close()
+
+
+def _counted(chunks: Iterator[bytes], progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    for c in chunks:
+        if progress:
+            progress(len(c))
+        yield c
+
+
+# --- metadata -------------------------------------------------------------------------------
+
+def _read_tokenizer(src: Path) -> tuple[dict, dict]:
+    tj = src / "tokenizer.json"
+    if not tj.is_file():
+        raise ConversionError(f"tokenizer.json not found in {src}: the GGUF needs the tokenizer")
+    tokenizer = json.loads(tj.read_text(encoding="utf-8"))
+    cfg_path = src / "tokenizer_config.json"
+    tcfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    return tokenizer, tcfg
+
+
+def vocab_table(src: Path, vocab_size: int) -> tuple[list[str], list[int], dict[str, int]]:
+    """Tokens, token types and special ids, padded to the model's vocab_size like GLM's own."""
+    tokenizer, _ = _read_tokenizer(src)
+    model = tokenizer.get("model", {})
+    if model.get("type") != "BPE":
+        raise ConversionError(f"tokenizer.json model type {model.get('type')!r} is not BPE (GLM uses byte-level BPE)")
+    by_id: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL) for t, i in model["vocab"].items()}
+    added: dict[str, int] = {}
+    for a in tokenizer.get("added_tokens", []):
+        by_id[a["id"]] = (a["content"], gguf.TokenType.CONTROL if a.get("special") else gguf.TokenType.USER_DEFINED)
+        added[a["content"]] = a["id"]
+    if max(by_id) >= vocab_size:
+        raise ConversionError(f"tokenizer has id {max(by_id)} but the model's vocab_size is {vocab_size}")
+    tokens, types = [], []
+    for i in range(vocab_size):
+        tok, typ = by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED))
+        tokens.append(tok)
+        types.append(int(typ))
+    missing = sorted({t for t in SPECIAL_TOKEN_ROLES.values() if t not in added})
+    if missing:
+        raise ConversionError(f"tokenizer lacks GLM special token(s) {missing}")
+    return tokens, types, {role: added[t] for role, t in SPECIAL_TOKEN_ROLES.items()}
+
+
+def chat_template(src: Path) -> str | None:
+    jinja = src / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    _, tcfg = _read_tokenizer(src)
+    tmpl = tcfg.get("chat_template")
+    return tmpl if isinstance(tmpl, str) else None
+
+
+def text_metadata(src: Path, spec: ModelSpec) -> Callable[[gguf.GGUFWriter], None]:
+    t = spec.text
+    tokens, types, special = vocab_table(src, t.vocab_size)
+    sv = gguf.SpecialVocab(src, load_merges=True, n_vocab=len(tokens))
+    if not sv.merges:
+        raise ConversionError("tokenizer.json has no BPE merges")
+    template = chat_template(src)
+
+    def add(w: gguf.GGUFWriter) -> None:
+        w.add_name(spec.name)
+        w.add_context_length(t.max_position_embeddings)
+        w.add_embedding_length(t.hidden_size)
+        w.add_feed_forward_length(t.intermediate_size)
+        w.add_block_count(t.num_layers)
+        w.add_head_count(t.num_heads)
+        w.add_head_count_kv(t.num_kv_heads)
+        w.add_key_length(t.head_dim)
+        w.add_value_length(t.head_dim)
+        w.add_rope_freq_base(t.rope_theta)
+        w.add_layer_norm_rms_eps(t.rms_norm_eps)
+        w.add_rope_dimension_count(t.rope_dim)
+        w.add_rope_dimension_sections((list(t.mrope_section) + [0, 0, 0, 0])[:4])
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("glm4")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(sv.merges)
+        w.add_bos_token_id(special["bos"])
+        w.add_eos_token_id(special["eos"])
+        w.add_unk_token_id(special["unk"])
+        w.add_pad_token_id(special["pad"])
+        w.add_eot_token_id(special["eot"])
+        w.add_add_bos_token(False)
+        if template:
+            w.add_chat_template(template)
+    return add
+
+
+def mmproj_metadata(spec: ModelSpec) -> Callable[[gguf.GGUFWriter], None]:
+    v = spec.vision
+
+    def add(w: gguf.GGUFWriter) -> None:
+        w.add_name(f"{spec.name} mmproj")
+        w.add_clip_has_vision_encoder(True)
+        w.add_clip_projector_type(gguf.VisionProjectorType.GLM4V)
+        w.add_vision_projection_dim(spec.text.hidden_size)
+        w.add_vision_image_size(v.image_size)
+        w.add_vision_patch_size(v.patch_size)
+        w.add_vision_embedding_length(v.hidden_size)
+        w.add_vision_feed_forward_length(v.intermediate_size)
+        w.add_vision_block_count(v.depth)
+        w.add_vision_head_count(v.num_heads)
+        w.add_vision_attention_layernorm_eps(v.rms_norm_eps)
+        w.add_vision_image_mean(list(spec.image_mean))
+        w.add_vision_image_std(list(spec.image_std))
+        w.add_vision_spatial_merge_size(v.spatial_merge_size)
+        if v.hidden_act == "silu":
+            w.add_vision_use_silu(True)
+        elif v.hidden_act == "gelu":
+            w.add_vision_use_gelu(True)
+        else:
+            raise ConversionError(f"vision hidden_act {v.hidden_act!r} is not supported by llama.cpp's glm4v graph")
+    return add

@@ -1,0 +1,1 @@
+"""Build tooling for glmv-portable: the portable llama.cpp build and the PyInstaller bundle."""

@@ -1,0 +1,238 @@
+"""Build llama-cpp-python once, portably, and cache the wheel.
+
+The bundle and the tests must run the very same llama.cpp build, so there is one recipe:
+no ``-march=native`` (``GGML_NATIVE=OFF``), ``GGML_BACKEND_DL=ON`` and every x86-64 CPU
+variant (``GGML_CPU_ALL_VARIANTS=ON``), so one build picks the best code each CPU supports
+and never dies with "illegal instruction" on an old one.
+
+Why a cache of our own: pip's wheel cache ignores ``CMAKE_ARGS`` and can hand back a wheel
+built with other flags. Ours is keyed by version + flags + recipe revision.
+
+Why the wheel is repacked: llama-cpp-python's CMake installs only the plain ``ggml-cpu``
+target, not the ``libggml-cpu-<variant>.so`` libraries, so the wheel as built loads no
+model ("no backends are loaded"). We keep the build tree (scikit-build-core ``build-dir``)
+and add the variant libraries beside ``libllama.so`` in the cached wheel.
+
+Usage::
+
+    python -m portable_build.llama_build            # print the cached wheel, building it if needed
+    python -m portable_build.llama_build --cuda     # the CUDA flavour (separate cache entry)
+    python -m portable_build.llama_build --tool llama-mtmd-cli   # build a tool in the kept tree
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+# Bump when the recipe below changes in a way that changes the produced wheel.
+RECIPE_REVISION = 1
+
+PORTABLE_CMAKE_ARGS: tuple[str, ...] = (
+    "-DGGML_NATIVE=OFF",
+    "-DGGML_BACKEND_DL=ON",
+    "-DGGML_CPU_ALL_VARIANTS=ON",
+)
+# Turing (75) to Hopper (90); the CUDA backend is its own library, loaded only where it runs.
+CUDA_CMAKE_ARGS: tuple[str, ...] = (
+    "-DGGML_CUDA=ON",
+    "-DCMAKE_CUDA_ARCHITECTURES=75-real;80-real;86-real;89-real;90-real;90-virtual",
+)
+
+_VARIANT_LIB = re.compile(r"^(lib)?ggml-(cpu-[\w.]+|cuda|vulkan)\.(so|dll|dylib)$")
+
+
+def cache_root() -> Path:
+    env = os.environ.get("GLMV_BUILD_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "glmv-portable"
+
+
+def cmake_args(cuda: bool = False) -> tuple[str, ...]:
+    return PORTABLE_CMAKE_ARGS + (CUDA_CMAKE_ARGS if cuda else ())
+
+
+def build_key(version: str, args: tuple[str, ...]) -> str:
+    blob = json.dumps({"version": version, "cmake": list(args), "recipe": RECIPE_REVISION,
+                       "platform": sys.platform}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def entry_dir(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False) -> Path:
+    return cache_root() / "llama-cpp-python" / f"{version}-{build_key(version, cmake_args(cuda))}"
+
+
+def cached_wheel(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False) -> Path | None:
+    d = entry_dir(version, cuda)
+    stamp = d / "complete.json"
+    if not stamp.is_file():
+        return None
+    wheel = d / json.loads(stamp.read_text())["wheel"]
+    return wheel if wheel.is_file() else None
+
+
+def _log(msg: str) -> None:
+    print(f"[llama-build] {msg}", file=sys.stderr, flush=True)
+
+
+def _fetch_sdist(version: str, dest: Path) -> Path:
+    local = os.environ.get("GLMV_LLAMA_SDIST")
+    if local:
+        return Path(local)
+    dest.mkdir(parents=True, exist_ok=True)
+    found = sorted(dest.glob(f"llama_cpp_python-{version}.tar.gz"))
+    if found:
+        return found[0]
+    _log(f"downloading the llama-cpp-python {version} source distribution")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                    f"llama-cpp-python=={version}", "-d", str(dest)], check=True)
+    return next(dest.glob(f"llama_cpp_python-{version}.tar.gz"))
+
+
+def _run_with_progress(cmd: list[str], env: dict[str, str], log_path: Path) -> None:
+    """Run the build, keep the full log, and show ninja's [n/m] progress on one line."""
+    step = re.compile(rb"\[(\d+)/(\d+)\]")
+    start = time.monotonic()
+    last_shown = 0.0
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            m = step.search(line)
+            now = time.monotonic()
+            if m and now - last_shown > 5:
+                last_shown = now
+                done, total = int(m.group(1)), int(m.group(2))
+                _log(f"compiling {done}/{total} ({100 * done // total}%), {now - start:.0f}s elapsed")
+        rc = proc.wait()
+    if rc != 0:
+        tail = log_path.read_bytes()[-4000:].decode(errors="replace")
+        raise SystemExit(f"llama-cpp-python build failed (exit {rc}); full log: {log_path}\n{tail}")
+
+
+def _record_line(name: str, data: bytes) -> list[str]:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return [name, f"sha256={digest}", str(len(data))]
+
+
+def add_libs_to_wheel(wheel: Path, libs: list[Path], out: Path) -> None:
+    """Write a copy of ``wheel`` with ``libs`` added under llama_cpp/lib/ and a fresh RECORD."""
+    with zipfile.ZipFile(wheel) as src:
+        names = src.namelist()
+        record_name = next(n for n in names if n.endswith(".dist-info/RECORD"))
+        entries: dict[str, bytes] = {n: src.read(n) for n in names if n != record_name}
+        infos = {n: src.getinfo(n) for n in names}
+    for lib in libs:
+        entries[f"llama_cpp/lib/{lib.name}"] = lib.read_bytes()
+    rows = [_record_line(n, d) for n, d in entries.items()] + [[record_name, "", ""]]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    entries[record_name] = buf.getvalue().encode()
+    tmp = out.with_suffix(out.suffix + ".part")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+        for n, data in entries.items():
+            info = infos.get(n) or zipfile.ZipInfo(n, date_time=(2020, 1, 1, 0, 0, 0))
+            if n not in infos:
+                info.external_attr = 0o755 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(info, data)
+        dst.fp.flush() if dst.fp else None
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+
+
+def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int | None = None) -> Path:
+    existing = cached_wheel(version, cuda)
+    if existing:
+        _log(f"cached wheel: {existing}")
+        return existing
+    d = entry_dir(version, cuda)
+    d.mkdir(parents=True, exist_ok=True)
+    sdist = _fetch_sdist(version, d / "sdist")
+    args = cmake_args(cuda)
+    env = dict(os.environ)
+    env["CMAKE_ARGS"] = " ".join(args)
+    env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(jobs or os.cpu_count() or 2)
+    env.setdefault("FORCE_CMAKE", "1")
+    raw = d / "raw"
+    shutil.rmtree(raw, ignore_errors=True)
+    _log(f"building llama-cpp-python {version} with {env['CMAKE_ARGS']} "
+         f"(one-time, ~20 min on 2 cores; log: {d / 'build.log'})")
+    t0 = time.monotonic()
+    _run_with_progress([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(raw),
+                        "--config-settings", f"build-dir={d / 'build'}", str(sdist)],
+                       env, d / "build.log")
+    built = next(raw.glob("llama_cpp_python-*.whl"))
+    libs = sorted({p.name: p for p in (d / "build").rglob("*")
+                   if p.is_file() and not p.is_symlink() and _VARIANT_LIB.match(p.name)}.values())
+    if not any("cpu-" in p.name for p in libs):
+        raise SystemExit(f"build finished but no ggml-cpu variant library was found in {d / 'build'}")
+    final = d / built.name
+    add_libs_to_wheel(built, libs, final)
+    (d / "complete.json").write_text(json.dumps({
+        "wheel": final.name, "version": version, "cmake_args": list(args),
+        "variant_libs": [p.name for p in libs], "build_seconds": round(time.monotonic() - t0, 1),
+    }, indent=2))
+    shutil.rmtree(raw, ignore_errors=True)
+    _log(f"built in {time.monotonic() - t0:.0f}s with {len(libs)} backend libraries: {final}")
+    return final
+
+
+def build_tool(target: str, version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False) -> Path:
+    """Build a llama.cpp tool (e.g. ``llama-mtmd-cli``) in the kept build tree, for benchmarks."""
+    build(version, cuda)
+    tree = entry_dir(version, cuda) / "build"
+    subprocess.run(["cmake", "--build", str(tree), "--target", target, "-j", str(os.cpu_count() or 2)],
+                   check=True, stdout=sys.stderr)
+    hits = [p for p in tree.rglob(target) if p.is_file() and os.access(p, os.X_OK)]
+    if not hits:
+        raise SystemExit(f"{target} was built but not found under {tree}")
+    return hits[0]
+
+
+def vendored_source(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
+    """The vendored llama.cpp source tree (unpacked from the cached sdist), for reading and benchmarks."""
+    d = entry_dir(version) / "src"
+    root = d / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
+    if not root.is_dir():
+        sdist = _fetch_sdist(version, entry_dir(version) / "sdist")
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.unpack_archive(str(sdist), str(d))
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--version", default=LLAMA_CPP_PYTHON_VERSION)
+    ap.add_argument("--cuda", action="store_true", help="add the CUDA backend (needs nvcc)")
+    ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--tool", help="also build this llama.cpp tool target and print its path")
+    ap.add_argument("--print-dir", action="store_true", help="print the cache entry directory")
+    a = ap.parse_args(argv)
+    if a.print_dir:
+        print(entry_dir(a.version, a.cuda))
+        return 0
+    wheel = build(a.version, a.cuda, a.jobs)
+    print(build_tool(a.tool, a.version, a.cuda) if a.tool else wheel)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Check a (text GGUF, mmproj GGUF) pair before llama.cpp sees it, and find pairs on disk.
+
+llama.cpp crashes on a truncated file and aborts the process when a text-only model is given
+an image, so every property we rely on is verified here with gguf's reader (header only).
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_GGUF_VERSIONS = (2, 3)
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, damaged or of the wrong kind; the message names it and says what to do."""
+
+
+@dataclass
+class FileInfo:
+    path: Path
+    arch: str
+    kv: dict
+    n_tensors: int
+    size: int
+
+    def get(self, key: str, default=None):
+        return self.kv.get(key, default)
+
+
+def _value(field) -> object:
+    parts = [field.parts[i] for i in field.data]
+    if field.types and field.types[0] == gguf.GGUFValueType.STRING and len(field.types) == 1:
+        return bytes(parts[0]).decode(errors="replace")
+    if field.types and field.types[0] == gguf.GGUFValueType.ARRAY:
+        if len(field.types) > 1 and field.types[1] == gguf.GGUFValueType.STRING:
+            return None  # token lists: large and not needed here
+        return [p.tolist()[0] if hasattr(p, "tolist") else p for p in parts]
+    return parts[0].tolist()[0] if hasattr(parts[0], "tolist") else parts[0]
+
+
+def read_info(path: str | Path, role: str) -> FileInfo:
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(f"{role} file not found: {p}")
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[:4] != GGUF_MAGIC:
+        raise ModelFileError(f"{p.name} is not a GGUF file (no GGUF magic): convert the model with `glmv convert`")
+    version = struct.unpack("<I", head[4:8])[0]
+    if version not in SUPPORTED_GGUF_VERSIONS:
+        raise ModelFileError(f"{p.name} is GGUF version {version}; this build reads versions 2–3")
+    try:
+        r = gguf.GGUFReader(p)
+    except Exception as e:  # the reader raises plain ValueError/IndexError on damaged headers
+        raise ModelFileError(f"{p.name} is damaged or truncated ({e}): copy or convert it again") from None
+    end = max((t.data_offset + int(t.n_bytes) for t in r.tensors), default=0)
+    if end > size:
+        raise ModelFileError(f"{p.name} is truncated: {size} bytes, its tensors need {end}. Copy it again "
+                             "(a USB copy that was interrupted?)")
+    kv = {}
+    for name, field in r.fields.items():
+        if name.startswith(("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type")):
+            continue
+        try:
+            kv[name] = _value(field)
+        except Exception:
+            continue
+    return FileInfo(p, str(kv.get("general.architecture", "")), kv, len(r.tensors), size)
+
+
+def check_pair(text_path: str | Path, mmproj_path: str | Path | None) -> tuple[FileInfo, FileInfo | None]:
+    text = read_info(text_path, "text model")
+    if text.arch != "glm4":
+        raise ModelFileError(f"{text.path.name} is a {text.arch or 'unknown'} model; glmv runs GLM-4.6V (arch glm4)")
+    if not text.get("glm4.rope.dimension_sections"):
+        raise ModelFileError(f"{text.path.name} has no M-RoPE sections: it is a text-only GLM-4 conversion and "
+                             "cannot take images. Convert GLM-4.6V-Flash with `glmv convert`")
+    if mmproj_path is None:
+        return text, None
+    mm = read_info(mmproj_path, "projector (mmproj)")
+    ptype = mm.get("clip.projector_type")
+    if mm.arch != "clip" or ptype != "glm4v":
+        raise ModelFileError(f"{mm.path.name} is not a GLM-4V projector (arch {mm.arch!r}, projector {ptype!r}); "
+                             "use the mmproj-*.gguf written by `glmv convert`")
+    n_embd = text.get("glm4.embedding_length")
+    proj = mm.get("clip.vision.projection_dim")
+    if proj != n_embd:
+        raise ModelFileError(f"{mm.path.name} projects to {proj} dimensions but {text.path.name} embeds {n_embd}: "
+                             "these files belong to different models — use the pair from one conversion")
+    return text, mm
+
+
+def verify_checksums(text_path: Path, mmproj_path: Path | None) -> None:
+    """Compare sha256 with the manifest.json beside the files (``--verify``)."""
+    from convert.converter import sha256_file
+    folder = Path(text_path).parent
+    man = folder / "manifest.json"
+    if not man.is_file():
+        raise ModelFileError(f"--verify needs {man}, written by `glmv convert`; it is missing")
+    files = {e["file"]: e for e in (json.loads(man.read_text()).get("files") or {}).values()}
+    for p in filter(None, (text_path, mmproj_path)):
+        p = Path(p)
+        entry = files.get(p.name)
+        if entry is None:
+            raise ModelFileError(f"{p.name} is not listed in {man.name}")
+        if sha256_file(p) != entry["sha256"]:
+            raise ModelFileError(f"{p.name} does not match its checksum in {man.name}: the file is damaged — "
+                                 "copy it again")

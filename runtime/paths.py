@@ -1,0 +1,51 @@
+"""Where glmv keeps its data (logs, caches, demo model) and looks for models.
+
+Order for the data directory: ``--data-dir``, ``GLMV_DATA_DIR``, ``data/`` beside the
+executable when frozen (USB layout) and writable, else the per-user data directory.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def app_dir() -> Path:
+    """The folder holding the executable (bundle) or the project checkout (source)."""
+    if getattr(sys, "frozen", False):
+        return Path(sys.executable).resolve().parent
+    return Path(__file__).resolve().parent.parent
+
+
+def user_data_dir() -> Path:
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "glmv-portable"
+
+
+def _writable(d: Path) -> bool:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    for cand in (explicit, os.environ.get("GLMV_DATA_DIR")):
+        if cand:
+            d = Path(cand).expanduser()
+            d.mkdir(parents=True, exist_ok=True)
+            return d
+    if getattr(sys, "frozen", False) and _writable(app_dir() / "data"):
+        return app_dir() / "data"
+    d = user_data_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    return d
