@@ -215,7 +215,9 @@ def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quan
     }
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
     result.report = {"seconds": round(time.monotonic() - t0, 2), "ignored_tensors": ignored,
-                     "fallbacks": _fallbacks(_tensor_types(result.text_path), quant)}
+                     "fallbacks": _fallbacks(files["text"].get("types") or _tensor_types(result.text_path), quant)}
+    for entry in files.values():
+        entry.pop("types", None)
     return result
 
 
@@ -225,7 +227,7 @@ def _file_entry(path: Path, quant: str) -> dict:
     for t in types.values():
         counts[t] = counts.get(t, 0) + 1
     return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path), "quant": quant,
-            "tensor_count": len(types), "tensor_types": counts}
+            "tensor_count": len(types), "tensor_types": counts, "types": types}
 
 
 # K-quant types need rows that are a multiple of 256; llama.cpp swaps in another type for the

@@ -54,10 +54,16 @@ def _rope_neox_rows(head_dim: int, rope_dim: int) -> np.ndarray:
     return np.concatenate([rot[0::2], rot[1::2], np.arange(rope_dim, head_dim)])
 
 
-def float_chunks(p: PlannedTensor, src: SourceTensor, spec: ModelSpec, permute_qk: bool = True) -> Iterator[np.ndarray]:
-    """The stored tensor ``p`` as float32 row chunks, its transform applied."""
+# Source dtype -> the GGUF type it can be copied into bit for bit (no float round-trip).
+RAW_COPY = {"BF16": Q.BF16, "F16": Q.F16, "F32": Q.F32}
+
+
+def row_chunks(p: PlannedTensor, src: SourceTensor, spec: ModelSpec, permute_qk: bool = True,
+               raw: bool = False) -> Iterator[np.ndarray]:
+    """The stored tensor ``p`` as row chunks (float32, or the storage dtype with ``raw``), its
+    transform applied. Transforms only move rows, so they work on either form."""
     if p.transform in ("temporal_0", "temporal_1"):
-        yield np.ascontiguousarray(src.read()[:, :, int(p.transform[-1])])
+        yield np.ascontiguousarray(src.read(raw=raw)[:, :, int(p.transform[-1])])
         return
     if p.transform in ("rope_neox_q", "rope_neox_k") and permute_qk:
         hd = spec.text.head_dim
@@ -66,12 +72,12 @@ def float_chunks(p: PlannedTensor, src: SourceTensor, spec: ModelSpec, permute_q
         n_heads = src.shape[0] // hd
         for h0 in range(0, n_heads, heads_per_chunk):
             h1 = min(n_heads, h0 + heads_per_chunk)
-            block = src.read(h0 * hd, h1 * hd)
+            block = src.read(h0 * hd, h1 * hd, raw=raw)
             block = block.reshape((h1 - h0, hd) + block.shape[1:])[:, order]
             yield block.reshape((-1,) + tuple(src.shape[1:]))
         return
     for a, b in iter_rows(src, CHUNK_BYTES):
-        yield src.read(a, b)
+        yield src.read(a, b, raw=raw)
 
 
 def encode(arr: np.ndarray, qt: Q) -> bytes:
@@ -107,7 +113,9 @@ def write_gguf(path: Path, arch: str, plan: list[PlannedTensor], sources: dict[s
         w.write_ti_data_to_file()
         for p in plan:
             qt = p.gguf_type(file_type)
-            chunks = (encode(c, qt) for c in float_chunks(p, sources[p.source], spec, permute_qk))
+            src = sources[p.source]
+            raw = RAW_COPY.get(src.dtype) == qt
+            chunks = (c.tobytes() if raw else encode(c, qt) for c in row_chunks(p, src, spec, permute_qk, raw))
             w.write_tensor_chunks(p.nbytes(file_type), _counted(chunks, progress))
         w.flush()
         assert w.fout is not None

@@ -179,8 +179,9 @@ class SourceTensor:
     offset: int
     nbytes: int
 
-    def read(self, row_start: int = 0, row_stop: int | None = None) -> np.ndarray:
-        """Rows [row_start, row_stop) of the tensor (first axis) as float32; bounded read."""
+    def read(self, row_start: int = 0, row_stop: int | None = None, raw: bool = False) -> np.ndarray:
+        """Rows [row_start, row_stop) of the tensor (first axis) as float32 (or, with ``raw``,
+        in the storage dtype: uint16 bit patterns for BF16); bounded read."""
         np_dtype, size = SAFETENSORS_DTYPES[self.dtype]
         rows = self.shape[0] if self.shape else 1
         row_stop = rows if row_stop is None else row_stop
@@ -188,11 +189,13 @@ class SourceTensor:
         count = (row_stop - row_start) * row_elems
         with open(self.path, "rb") as f:
             f.seek(self.offset + row_start * row_elems * size)
-            raw = f.read(count * size)
-        if len(raw) != count * size:
+            data = f.read(count * size)
+        if len(data) != count * size:
             raise ConversionError(f"{self.path.name}: tensor {self.name} is cut short (file truncated?)")
-        arr = np.frombuffer(raw, dtype=np_dtype)
-        if self.dtype == "BF16":
+        arr = np.frombuffer(data, dtype=np_dtype)
+        if raw:
+            pass
+        elif self.dtype == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
         else:
             arr = arr.astype(np.float32)

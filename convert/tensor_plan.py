@@ -80,14 +80,17 @@ TRANSFORMS: tuple[tuple[str, str], ...] = (
 
 # --- storage policy: GGUF name pattern -> storage class (first match wins) -------------------
 #   f32:   always F32 (norms, biases, position embedding: precision matters, size does not)
-#   conv:  F32 in a F32 file, else F16 (ggml's conv kernels take F16/F32 only; F16 is what the
-#          published GLM-4.6V-Flash mmproj uses: 934.6 MiB at Q8_0)
+#   patch: F16 in a F16 file, else F32 (llama.cpp's own converter does the same)
+#   conv:  F32 in a F32 file, else F16
+#   (ggml's conv kernels take only F16/F32; with these two rules the plan for the real model
+#   gives exactly the published GLM-4.6V-Flash mmproj size, 934.6 MiB at Q8_0)
 #   quant: the file's type, when the row length allows it
 STORAGE_POLICY: tuple[tuple[str, str], ...] = (
     (r"(norm|_ln|ln\d|post_ln|norm_embd)\.(weight|bias)$", "f32"),
     (r"\.bias$", "f32"),
     (r"^v\.position_embd\.weight$", "f32"),
-    (r"^(v\.patch_embd\.weight(\.1)?|mm\.patch_merger\.weight)$", "conv"),
+    (r"^v\.patch_embd\.weight(\.1)?$", "patch"),
+    (r"^mm\.patch_merger\.weight$", "conv"),
     (r".*", "quant"),
 )
 
@@ -105,12 +108,14 @@ class PlannedTensor:
     source: str               # canonical HF name
     shape: tuple[int, ...]    # numpy-order shape of the stored data
     transform: str | None
-    storage: str              # f32 | conv | quant
+    storage: str              # f32 | patch | conv | quant
 
     def gguf_type(self, file_type: str) -> Q:
         base = DIRECT_TYPES.get(file_type, Q.F32)
         if self.storage == "f32" or len(self.shape) <= 1 or base == Q.F32:
             return Q.F32
+        if self.storage == "patch":
+            return Q.F16 if base == Q.F16 else Q.F32
         if self.storage == "conv":
             return Q.F16
         block = gguf.GGML_QUANT_SIZES[base][0]
