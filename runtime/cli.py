@@ -4,7 +4,10 @@ Commands:
   glmv synth OUT [--size tiny|medium|full]     make the synthetic GLM-4.6V checkpoint
   glmv convert SRC --out DIR [--quant Q4_K_M] [--mmproj-quant Q8_0]
                                               Hugging Face checkpoint → GGUF pair + manifest.json
-  glmv ask PHOTO "question" --model-dir DIR   answer one question about a photo (streams)
+  glmv ask PHOTO "question" [--model-dir DIR] answer one question about a photo (streams)
+  glmv chat PHOTO [--json]                    multi-turn about one photo; --json: a question per stdin
+                                              line, a JSON object per answer
+  glmv models [--verify]                      GGUF pairs found, sizes, quant, checksums
   glmv doctor                                 CPU, chosen llama.cpp CPU variant, GPUs, RAM
   glmv demo                                   build the demo model once, ask about a sample plate
 
@@ -76,43 +79,164 @@ def find_pair(model_dir: Path) -> tuple[Path, Path]:
     return text[0], mm[0]
 
 
-def _print_stream(steps, as_json: bool) -> dict:
-    answer, last = [], None
-    for s in steps:
-        answer.append(s.text)
+def locate_pair(a) -> tuple[Path, Path]:
+    """First folder (see runtime.paths.model_dirs) that holds a pair."""
+    from runtime.model_files import ModelFileError
+    from runtime.paths import data_dir, model_dirs
+    dirs = model_dirs(getattr(a, "model_dir", None), data_dir(getattr(a, "data_dir", None)))
+    if getattr(a, "model_dir", None):
+        return find_pair(dirs[0])
+    for d in dirs:
+        if d.is_dir() and any(d.glob("*.gguf")):
+            return find_pair(d)
+    raise ModelFileError("no model found. Put the GGUF pair from `glmv convert` (text *.gguf + mmproj-*.gguf) in one "
+                         "of: " + ", ".join(str(d) for d in dirs) + " — or pass --model-dir")
+
+
+def _engine(a, text: Path, mmproj: Path):
+    from runtime.engine import Engine, EngineOptions
+    from runtime.paths import data_dir
+    cache = None if a.no_cache else data_dir(a.data_dir) / "answer-cache"
+    return Engine(text, mmproj, EngineOptions(n_ctx=a.ctx, n_threads=a.threads, verify=a.verify, cache_dir=cache))
+
+
+def _sampling(a):
+    from runtime.sampling import SamplingOptions
+    return SamplingOptions(temperature=a.temperature, top_p=a.top_p, seed=a.seed)
+
+
+class _Cancel:
+    """Ctrl-C while an answer streams cancels that answer (within one token); a second one exits."""
+
+    def __init__(self):
+        self.flag = False
+
+    def __call__(self) -> bool:
+        return self.flag
+
+
+def _stream(session, question: str, a, cancel: _Cancel | None = None) -> dict:
+    answer, reasoning, last = [], [], None
+    shown_reasoning = False
+    for s in session.ask(question, max_tokens=a.max_tokens, sampling=_sampling(a),
+                         cancelled=cancel or (lambda: False), use_cache=not a.no_cache):
+        (reasoning if s.kind == "reasoning" else answer).append(s.text)
         last = s
-        if not as_json and s.text:
-            print(s.text, end="", flush=True)
+        if not a.json and s.text:
+            if s.kind == "reasoning":
+                if not shown_reasoning:
+                    print("[thinking] ", end="", file=sys.stderr)
+                    shown_reasoning = True
+                print(s.text, end="", file=sys.stderr, flush=True)
+            else:
+                print(s.text, end="", flush=True)
     t = last.timings
-    result = {"answer": "".join(answer), "finish_reason": last.finish_reason,
-              "prompt_tokens": last.prompt_tokens, "completion_tokens": last.completion_tokens,
+    result = {"answer": "".join(answer), "reasoning": "".join(reasoning), "finish_reason": last.finish_reason,
+              "cached": last.cached, "prompt_tokens": last.prompt_tokens,
+              "completion_tokens": last.completion_tokens, "image_encodes": session.image_encodes,
               "image_encode_ms": round(t.image_encode_ms, 1), "prefill_ms": round(t.prefill_ms, 1),
               "ttft_ms": round(t.ttft_ms, 1), "decode_tps": round(t.decode_tps, 1)}
-    if as_json:
-        print(json.dumps(result, ensure_ascii=False))
+    if a.json:
+        print(json.dumps(result, ensure_ascii=False), flush=True)
     else:
         print()
-        print(f"[{result['prompt_tokens']} prompt tokens · image encode {result['image_encode_ms']:.0f} ms · "
-              f"prefill {result['prefill_ms']:.0f} ms · first token {result['ttft_ms']:.0f} ms · "
-              f"{result['completion_tokens']} tokens at {result['decode_tps']:.1f} tok/s · "
-              f"stop: {result['finish_reason']}]", file=sys.stderr)
+        note = "cached answer" if last.cached else (
+            f"image encode {t.image_encode_ms:.0f} ms · prefill {t.prefill_ms:.0f} ms · first token "
+            f"{t.ttft_ms:.0f} ms · {last.completion_tokens} tokens at {t.decode_tps:.1f} tok/s")
+        print(f"[{last.prompt_tokens} prompt tokens · {note} · stop: {last.finish_reason}]", file=sys.stderr)
     return result
 
 
 def _ask(text: Path, mmproj: Path, photo: Path, question: str, a) -> dict:
     from runtime import images
-    from runtime.engine import Engine, EngineOptions
     img = images.load(photo, pixel_budget=a.pixel_budget)
-    eng = Engine(text, mmproj, EngineOptions(n_ctx=a.ctx, n_threads=a.threads, verify=a.verify))
+    eng = _engine(a, text, mmproj)
     try:
-        return _print_stream(eng.ask(img, question, max_tokens=a.max_tokens, enable_thinking=a.think), a.json)
+        return _stream(eng.session(img, enable_thinking=a.think), question, a)
     finally:
         eng.close()
 
 
 def cmd_ask(a) -> int:
-    text, mmproj = find_pair(Path(a.model_dir or os.environ.get("GLMV_MODEL_DIR") or "models"))
+    text, mmproj = locate_pair(a)
     _ask(text, mmproj, Path(a.photo), a.question, a)
+    return EXIT_OK
+
+
+def cmd_chat(a) -> int:
+    """Multi-turn about one photo. With --json: one question per stdin line, one JSON object per answer."""
+    import signal
+    from runtime import images
+    from runtime.session import ContextFullError
+    text, mmproj = locate_pair(a)
+    img = images.load(a.photo, pixel_budget=a.pixel_budget)
+    eng = _engine(a, text, mmproj)
+    session = eng.session(img, enable_thinking=a.think)
+    cancel = _Cancel()
+
+    def on_sigint(signum, frame):
+        if cancel.flag:
+            raise KeyboardInterrupt
+        cancel.flag = True
+    old = signal.signal(signal.SIGINT, on_sigint)
+    interactive = not a.json and sys.stdin.isatty()
+    try:
+        while True:
+            if interactive:
+                print("> ", end="", flush=True)
+            line = sys.stdin.readline()
+            if not line:
+                break
+            question = line.strip()
+            if not question:
+                continue
+            if question in ("/exit", "/quit"):
+                break
+            cancel.flag = False
+            try:
+                _stream(session, question, a, cancel)
+            except ContextFullError as e:
+                if a.json:
+                    print(json.dumps({"error": str(e)}), flush=True)
+                else:
+                    _err(str(e))
+    finally:
+        signal.signal(signal.SIGINT, old)
+        eng.close()
+    return EXIT_OK
+
+
+def cmd_models(a) -> int:
+    from runtime.model_files import ModelFileError, check_pair, verify_checksums
+    from runtime.paths import data_dir, model_dirs
+    found = []
+    for d in model_dirs(a.model_dir, data_dir(a.data_dir)):
+        if not d.is_dir():
+            continue
+        try:
+            text, mmproj = find_pair(d)
+            t, m = check_pair(text, mmproj)
+            status = "ok (structure)"
+            if a.verify:
+                verify_checksums(text, mmproj)
+                status = "verified (sha256)"
+        except ModelFileError as e:
+            if any(d.glob("*.gguf")):
+                found.append({"folder": str(d), "error": str(e)})
+            continue
+        quant = json.loads((d / "manifest.json").read_text())["files"]["text"]["quant"] \
+            if (d / "manifest.json").is_file() else "?"
+        found.append({"folder": str(d), "text": text.name, "mmproj": mmproj.name, "quant": quant,
+                      "bytes": text.stat().st_size + mmproj.stat().st_size, "status": status})
+    if a.json:
+        print(json.dumps(found, indent=2))
+    elif not found:
+        print("no models found in: " + ", ".join(str(d) for d in model_dirs(a.model_dir, data_dir(a.data_dir))))
+    for f in ([] if a.json else found):
+        if "error" in f:
+            print(f"{f['folder']}: PROBLEM: {f['error']}")
+        else:
+            print(f"{f['folder']}: {f['text']} + {f['mmproj']}  [{f['quant']}, {f['bytes'] / 2**30:.2f} GiB, {f['status']}]")
     return EXIT_OK
 
 
@@ -156,6 +280,22 @@ def cmd_demo(a) -> int:
     return EXIT_OK
 
 
+def _generation_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--max-tokens", type=int, default=256)
+    q.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default 8192)")
+    q.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    q.add_argument("--pixel-budget", type=int, default=1024 * 28 * 28,
+                   help="max pixels sent to the vision tower (default 802816 ≈ 1024 image tokens)")
+    q.add_argument("--think", action="store_true", help="let the model reason before answering (slower)")
+    q.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, reproducible (default)")
+    q.add_argument("--top-p", type=float, default=1.0)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--no-cache", action="store_true", help="do not reuse or store cached greedy answers")
+    q.add_argument("--verify", action="store_true", help="check sha256 against manifest.json first")
+    q.add_argument("--data-dir", help="logs, caches, demo model (default: $GLMV_DATA_DIR or the user data folder)")
+    q.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per answer)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="glmv", description="GLM-4.6V-Flash, offline, through llama.cpp.",
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -181,22 +321,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=cmd_convert)
 
-    for name, fn, hlp in (("ask", cmd_ask, "answer one question about a photo"),
+    for name, fn, hlp in (("ask", cmd_ask, "answer one question about a photo (streams)"),
+                          ("chat", cmd_chat, "multi-turn questions about one photo (stdin; --json for scripts)"),
                           ("demo", cmd_demo, "run the built-in demo model on a sample nameplate")):
         q = sub.add_parser(name, help=hlp)
-        if name == "ask":
+        if name in ("ask", "chat"):
             q.add_argument("photo")
+        if name == "ask":
             q.add_argument("question")
-            q.add_argument("--model-dir", help="folder with the GGUF pair (default: $GLMV_MODEL_DIR or ./models)")
-        q.add_argument("--max-tokens", type=int, default=128)
-        q.add_argument("--ctx", type=int, default=4096, help="context size in tokens")
-        q.add_argument("--threads", type=int)
-        q.add_argument("--pixel-budget", type=int, default=1024 * 28 * 28, help="max pixels sent to the vision tower")
-        q.add_argument("--think", action="store_true", help="let the model reason before answering (slower)")
-        q.add_argument("--verify", action="store_true", help="check sha256 against manifest.json first")
-        q.add_argument("--data-dir")
-        q.add_argument("--json", action="store_true")
+        if name != "demo":
+            q.add_argument("--model-dir", help="folder with the GGUF pair (default: $GLMV_MODEL_DIR, models/ beside "
+                                               "the program, then the data folder)")
+        _generation_args(q)
         q.set_defaults(fn=fn)
+
+    m = sub.add_parser("models", help="GGUF pairs found, sizes, quant, verified or not")
+    m.add_argument("--model-dir")
+    m.add_argument("--data-dir")
+    m.add_argument("--verify", action="store_true", help="check sha256 against manifest.json")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(fn=cmd_models)
 
     d = sub.add_parser("doctor", help="what this machine offers llama.cpp")
     d.add_argument("--json", action="store_true")
@@ -218,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.images import ImageError
     from runtime.llama_model import ModelError
     from runtime.model_files import ModelFileError
+    from runtime.session import ContextFullError
     try:
         return a.fn(a)
     except ConversionError as e:
@@ -226,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ImageError, ModelFileError) as e:
         _err(str(e))
         return EXIT_INPUT
+    except ContextFullError as e:
+        _err(str(e))
+        return EXIT_RESOURCES
     except (ModelError, BackendError) as e:
         _err(str(e))
         return EXIT_FAIL

@@ -1,28 +1,36 @@
-"""The one Python API the CLI, the HTTP API and the UI use: load a pair, ask about a photo."""
+"""The one Python API the CLI, the HTTP API and the UI use: load a GGUF pair, open sessions."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from . import chat_template
-from .generate import Step, Timings, decode_stream
+from .answer_cache import AnswerCache
+from .generate import Step
 from .images import PreparedImage
 from .llama_model import LlamaPair
 from .model_files import check_pair, verify_checksums
+from .sampling import SamplingOptions
+from .session import Session
+
+DEFAULT_CTX = 8192  # GLM-4.6V's KV cache is small (2 KV heads): 8k tokens ≈ 320 MiB in f16
 
 
 @dataclass
 class EngineOptions:
-    n_ctx: int = 4096
+    n_ctx: int = DEFAULT_CTX
     n_threads: int | None = None
     n_gpu_layers: int = 0
     verify: bool = False
+    cache_dir: Path | None = None   # answer cache; None disables it
 
 
 class Engine:
+    """One loaded model. One generation at a time (``lock``); sessions share its KV cache."""
+
     def __init__(self, text_path: str | Path, mmproj_path: str | Path, options: EngineOptions | None = None):
         self.options = options or EngineOptions()
         self.text_info, self.mmproj_info = check_pair(text_path, mmproj_path)
@@ -31,59 +39,42 @@ class Engine:
         self.text_path, self.mmproj_path = Path(text_path), Path(mmproj_path)
         t0 = time.perf_counter()
         self.pair = LlamaPair(text_path, mmproj_path, n_ctx=self.options.n_ctx,
-                              n_threads=self.options.n_threads or _physical_cores(),
+                              n_threads=self.options.n_threads or physical_cores(),
                               n_gpu_layers=self.options.n_gpu_layers)
         self.load_ms = 1000 * (time.perf_counter() - t0)
         self.template = self.text_info.get("tokenizer.chat_template") or ""
+        st_t, st_m = self.text_path.stat(), self.mmproj_path.stat()
+        self.model_id = [self.text_path.name, st_t.st_size, int(st_t.st_mtime), self.mmproj_path.name,
+                         st_m.st_size, int(st_m.st_mtime)]
+        self.answer_cache = AnswerCache(self.options.cache_dir) if self.options.cache_dir else None
+        self.lock = threading.RLock()
+        self.kv: list = []          # what the KV cache holds, item by item (see session.py)
+        self.kv_owner: Session | None = None
+
+    def session(self, image: PreparedImage | None, *, enable_thinking: bool = False) -> Session:
+        return Session(self, image, enable_thinking=enable_thinking)
 
     def ask(self, image: PreparedImage | None, question: str, *, max_tokens: int = 256,
-            enable_thinking: bool = False) -> Iterator[Step]:
-        """One question about one photo from an empty context (sessions build on this)."""
-        pair = self.pair
-        content = ([{"type": "image"}] if image else []) + [{"type": "text", "text": question}]
-        prompt = chat_template.render(self.template, [{"role": "user", "content": content}],
-                                      enable_thinking=enable_thinking, marker=pair.marker)
-        timings = Timings()
-        t0 = time.perf_counter()
-        pair.clear()
-        n_past = 0
-        logits = None
-        with pair.tokenize(prompt, [image.as_tuple()] if image else []) as chunks:
-            if chunks.n_pos + 1 > pair.n_ctx:
-                raise ValueError(f"the prompt needs {chunks.n_pos} positions but the context holds {pair.n_ctx}: "
-                                 "use a smaller image budget or a larger --ctx")
-            for i, c in enumerate(chunks.items):
-                if c.kind == "image":
-                    te = time.perf_counter()
-                    embd = pair.encode_image(c)
-                    timings.image_encode_ms += 1000 * (time.perf_counter() - te)
-                    n_past = pair.decode_image(c, embd, n_past)
-                    logits = None
-                else:
-                    n_past, logits = pair.decode_tokens(c.tokens, n_past, logits="last")
-            prompt_tokens = chunks.n_tokens
-        if logits is None:  # prompt ended on an image: nothing to sample from yet
-            raise ValueError("the prompt must end with text after the image")
-        timings.prefill_ms = 1000 * (time.perf_counter() - t0)
-        max_tokens = min(max_tokens, pair.n_ctx - n_past)
-        yield from decode_stream(pair, logits, n_past, max_tokens=max_tokens, prompt_tokens=prompt_tokens,
-                                 timings=timings, t_start=t0)
+            enable_thinking: bool = False, sampling: SamplingOptions = SamplingOptions(),
+            use_cache: bool = True) -> Iterator[Step]:
+        """One question about one photo (a one-turn session)."""
+        yield from self.session(image, enable_thinking=enable_thinking).ask(
+            question, max_tokens=max_tokens, sampling=sampling, use_cache=use_cache)
 
     def close(self) -> None:
         self.pair.close()
 
 
-def _physical_cores() -> int:
-    """Physical cores (hyper-threads slow llama.cpp down); falls back to logical count."""
+def physical_cores() -> int:
+    """Physical cores (hyper-threads slow llama.cpp down); falls back to the logical count."""
     try:
         ids = set()
-        phys = core = None
+        phys = None
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("physical id"):
                 phys = line.split(":")[1].strip()
             elif line.startswith("core id"):
-                core = line.split(":")[1].strip()
-                ids.add((phys, core))
+                ids.add((phys, line.split(":")[1].strip()))
         if ids:
             return len(ids)
     except OSError:

@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-import numpy as np
-
 from .llama_model import LlamaPair
+from .sampling import Sampler
 
+# Stop on token *ids*: ``<|observation|>`` decodes to an empty string, so a stop string never fires.
 STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
 
 
@@ -38,22 +38,27 @@ class Step:
     completion_tokens: int
     timings: Timings = field(default_factory=Timings)
     finish_reason: str | None = None   # stop | length | context | cancelled
+    cached: bool = False
 
 
 def stop_ids(pair: LlamaPair) -> set[int]:
-    """Stop on token *ids*: ``<|observation|>`` decodes to an empty string, so a stop string never fires."""
     return {t for t in (pair.token_id(s) for s in STOP_TOKENS) if t is not None}
 
 
-def greedy(logits: np.ndarray) -> int:
-    return int(np.argmax(logits))
+def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens: int, prompt_tokens: int,
+                  timings: Timings, thinking: bool = False, cancelled: Callable[[], bool] = lambda: False,
+                  on_token: Callable[[int], None] = lambda t: None, t_start: float | None = None) -> Iterator[Step]:
+    """Sample from the context's current logits onward.
 
-
-def decode_stream(pair: LlamaPair, logits: np.ndarray, n_past: int, *, max_tokens: int, prompt_tokens: int,
-                  timings: Timings, sample: Callable[[np.ndarray], int] = greedy,
-                  cancelled: Callable[[], bool] = lambda: False, t_start: float | None = None) -> Iterator[Step]:
-    """Sample from ``logits`` onward; pieces are whole UTF-8 characters (bytes are held back)."""
+    Pieces are whole UTF-8 characters. With ``thinking`` the model first writes
+    ``<think>…</think>``: that part is yielded as kind "reasoning". Control tokens (the
+    ``<|begin_of_box|>``/``<|end_of_box|>`` markers among them) decode to nothing, so they never
+    reach the answer text.
+    """
     stops = stop_ids(pair)
+    think_open, think_close = pair.token_id("<think>"), pair.token_id("</think>")
+    mode = "expect" if thinking else "answer"
+    at_answer_start = True
     pending = b""
     n = 0
     t_start = time.perf_counter() if t_start is None else t_start
@@ -63,25 +68,45 @@ def decode_stream(pair: LlamaPair, logits: np.ndarray, n_past: int, *, max_token
         if cancelled():
             reason = "cancelled"
             break
-        tok = sample(logits)
-        if tok in stops:
-            reason = "stop"
-            break
         if n_past + 1 > pair.n_ctx:
             reason = "context"
             break
-        pending += pair.token_piece(tok)
-        text, pending = _split_utf8(pending)
-        n += 1
+        tok = sampler.sample(pair.ctx)
+        if tok in stops or pair.ll.llama_vocab_is_eog(pair.vocab, tok):
+            reason = "stop"
+            break
         now = time.perf_counter()
         if t_first is None:
             t_first = now
             timings.ttft_ms = 1000 * (now - t_start)
-        n_past, logits = pair.decode_tokens([tok], n_past, logits="last")
+        n += 1
+        n_past, _ = pair.decode_tokens([tok], n_past, logits="flag")
+        on_token(tok)
         timings.n_decoded = n - 1
         timings.decode_ms = 1000 * (time.perf_counter() - t_first)
-        yield Step(text, "answer", tok, prompt_tokens, n, timings)
-    yield Step(pending.decode(errors="replace"), "answer", None, prompt_tokens, n, timings, finish_reason=reason)
+        if tok == think_open and mode in ("expect", "answer") and thinking:
+            mode, pending = "reasoning", b""
+            continue
+        if tok == think_close and mode == "reasoning":
+            text, pending = pending.decode(errors="replace"), b""
+            mode = "answer"
+            if text:
+                yield Step(text, "reasoning", tok, prompt_tokens, n, timings)
+            continue
+        pending += pair.token_piece(tok)
+        text, pending = _split_utf8(pending)
+        if mode == "expect":
+            if not text.strip():
+                continue            # the newline before <think>
+            mode = "answer"
+        if mode == "answer" and at_answer_start:
+            text = text.lstrip()
+            at_answer_start = not text
+        if text:
+            yield Step(text, "reasoning" if mode == "reasoning" else "answer", tok, prompt_tokens, n, timings)
+    tail = pending.decode(errors="replace")
+    yield Step(tail.lstrip() if at_answer_start else tail, "reasoning" if mode == "reasoning" else "answer",
+               None, prompt_tokens, n, timings, finish_reason=reason)
 
 
 def _split_utf8(buf: bytes) -> tuple[str, bytes]:
@@ -92,3 +117,13 @@ def _split_utf8(buf: bytes) -> tuple[str, bytes]:
         except UnicodeDecodeError:
             continue
     return buf.decode(errors="replace"), b""
+
+
+def collect(steps: Iterator[Step]) -> tuple[str, str, Step]:
+    """(answer, reasoning, last step) of a finished stream."""
+    answer, reasoning, last = [], [], None
+    for s in steps:
+        (reasoning if s.kind == "reasoning" else answer).append(s.text)
+        last = s
+    assert last is not None
+    return "".join(answer), "".join(reasoning), last

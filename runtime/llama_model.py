@@ -204,7 +204,8 @@ class LlamaPair:
         return new_past.value
 
     def decode_tokens(self, tokens: list[int], n_past: int, logits: str = "last") -> tuple[int, np.ndarray | None]:
-        """Feed text tokens at positions n_past…; ``logits`` is "none", "last" or "all"."""
+        """Feed text tokens at positions n_past…; ``logits`` is "none", "last" (copied out),
+        "flag" (computed for the last token, left in the context for a sampler) or "all"."""
         if n_past + len(tokens) > self.n_ctx:
             raise ModelError(f"context full: {n_past} + {len(tokens)} tokens > n_ctx {self.n_ctx}")
         ll, b = self.ll, self._batch
@@ -218,7 +219,7 @@ class LlamaPair:
                 b.n_seq_id[i] = 1
                 b.seq_id[i][0] = 0
                 last = start + i == len(tokens) - 1
-                b.logits[i] = logits == "all" or (logits == "last" and last)
+                b.logits[i] = logits == "all" or (logits in ("last", "flag") and last)
             rc = ll.llama_decode(self.ctx, b)
             if rc != 0:
                 raise ModelError(f"llama_decode failed ({rc})")

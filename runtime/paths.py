@@ -49,3 +49,21 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     d = user_data_dir()
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def model_dirs(explicit: str | os.PathLike | None = None, data: Path | None = None) -> list[Path]:
+    """Where to look for a GGUF pair, in order: --model-dir, GLMV_MODEL_DIR, models/ beside the
+    executable (the USB layout), then models/ in the data directory."""
+    out: list[Path] = []
+    for cand in (explicit, os.environ.get("GLMV_MODEL_DIR")):
+        if cand:
+            out.append(Path(cand).expanduser())
+    out.append(app_dir() / "models")
+    out.append((data or data_dir()) / "models")
+    seen, uniq = set(), []
+    for p in out:
+        key = str(p.resolve()) if p.exists() else str(p)
+        if key not in seen:
+            seen.add(key)
+            uniq.append(p)
+    return uniq

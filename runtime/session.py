@@ -1,0 +1,166 @@
+"""A session: one photo and its conversation, kept in llama.cpp's KV cache between questions.
+
+The image is encoded once (its embeddings are kept), and a follow-up question feeds only the
+tokens the cache does not already hold. The whole conversation is rendered from the chat
+template each turn and compared with what the cache holds, item by item (token ids, or the
+image as one item spanning its M-RoPE positions); the cache is cut back to the first
+difference and the rest fed. So the cache always holds exactly what transformers would see
+for the same messages, and positions after the image continue correctly.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import chat_template
+from .generate import Step, Timings, collect, decode_stream
+from .images import PreparedImage
+from .sampling import Sampler, SamplingOptions
+
+
+class ContextFullError(RuntimeError):
+    """The session's conversation no longer fits the context."""
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    image_id: str
+    n_pos: int
+
+
+@dataclass
+class Session:
+    engine: "object"
+    image: PreparedImage | None
+    enable_thinking: bool = False
+    messages: list[dict] = field(default_factory=list)
+    image_encodes: int = 0
+    image_sha256: str = ""
+    _embd: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.image is not None:
+            self.image_sha256 = hashlib.sha256(self.image.rgb + f"{self.image.width}x{self.image.height}".encode()).hexdigest()
+
+    # --- prompt --------------------------------------------------------------------------------
+    def _messages_with(self, question: str) -> list[dict]:
+        first = not any(m["role"] == "user" for m in self.messages)
+        parts = ([{"type": "image"}] if first and self.image is not None else []) + [{"type": "text", "text": question}]
+        return self.messages + [{"role": "user", "content": parts}]
+
+    def prompt(self, question: str) -> str:
+        return chat_template.render(self.engine.template, self._messages_with(question),
+                                    enable_thinking=self.enable_thinking, marker=self.engine.pair.marker)
+
+    # --- asking --------------------------------------------------------------------------------
+    def ask(self, question: str, *, max_tokens: int = 256, sampling: SamplingOptions = SamplingOptions(),
+            cancelled: Callable[[], bool] = lambda: False, use_cache: bool = True) -> Iterator[Step]:
+        eng = self.engine
+        cache_key = None
+        if use_cache and sampling.greedy and eng.answer_cache is not None:
+            cache_key = eng.answer_cache.key(eng.model_id, self.image_sha256, self.messages, question,
+                                             self.enable_thinking, sampling.key(), max_tokens)
+            hit = eng.answer_cache.get(cache_key)
+            if hit is not None:
+                yield from self._replay(question, hit)
+                return
+        with eng.lock:
+            steps = self._generate(question, max_tokens, sampling, cancelled)
+            answer, reasoning, parts = [], [], []
+            for s in steps:
+                (reasoning if s.kind == "reasoning" else answer).append(s.text)
+                yield s
+                last = s
+        record = {"answer": "".join(answer), "reasoning": "".join(reasoning),
+                  "finish_reason": last.finish_reason, "prompt_tokens": last.prompt_tokens,
+                  "completion_tokens": last.completion_tokens}
+        self._remember(question, record)
+        if cache_key and last.finish_reason in ("stop", "length"):
+            eng.answer_cache.put(cache_key, record)
+
+    def _remember(self, question: str, record: dict) -> None:
+        self.messages = self._messages_with(question)
+        msg = {"role": "assistant", "content": record["answer"]}
+        if record.get("reasoning"):
+            msg["reasoning_content"] = record["reasoning"]
+        self.messages.append(msg)
+
+    def _replay(self, question: str, hit: dict) -> Iterator[Step]:
+        t = Timings()
+        if hit.get("reasoning"):
+            yield Step(hit["reasoning"], "reasoning", None, hit["prompt_tokens"], hit["completion_tokens"], t, cached=True)
+        yield Step(hit["answer"], "answer", None, hit["prompt_tokens"], hit["completion_tokens"], t,
+                   finish_reason=hit["finish_reason"], cached=True)
+        self._remember(question, hit)
+
+    def _generate(self, question: str, max_tokens: int, sampling: SamplingOptions,
+                  cancelled: Callable[[], bool]) -> Iterator[Step]:
+        eng, pair = self.engine, self.engine.pair
+        timings = Timings()
+        t0 = time.perf_counter()
+        images = [self.image.as_tuple()] if self.image is not None else []
+        with pair.tokenize(self.prompt(question), images) as chunks:
+            if chunks.n_pos + 1 > pair.n_ctx:
+                raise ContextFullError(f"this conversation needs {chunks.n_pos} positions but the context holds "
+                                       f"{pair.n_ctx}: start a new session (or raise --ctx)")
+            items: list = []
+            for c in chunks.items:
+                items += c.tokens if c.kind == "text" else [ImageItem(self.image_sha256, c.n_pos)]
+            n_past, start = self._rewind(items)
+            image_chunk = next((c for c in chunks.items if c.kind == "image"), None)
+            run: list[int] = []
+            for item in items[start:]:
+                if isinstance(item, ImageItem):
+                    if run:
+                        n_past, _ = pair.decode_tokens(run, n_past, logits="none")
+                        eng.kv += run
+                        run = []
+                    if self._embd is None:
+                        te = time.perf_counter()
+                        self._embd = pair.encode_image(image_chunk)
+                        self.image_encodes += 1
+                        timings.image_encode_ms += 1000 * (time.perf_counter() - te)
+                    n_past = pair.decode_image(image_chunk, self._embd, n_past)
+                    eng.kv.append(item)
+                else:
+                    run.append(item)
+            if not run:  # everything already cached: re-feed the last token to get fresh logits
+                last_tok = eng.kv.pop()
+                pair.truncate(n_past - 1)
+                n_past -= 1
+                run = [last_tok]
+            n_past, _ = pair.decode_tokens(run, n_past, logits="flag")
+            eng.kv += run
+            prompt_tokens = chunks.n_tokens
+        timings.prefill_ms = 1000 * (time.perf_counter() - t0)
+        sampler = Sampler(pair.ll, pair.vocab, sampling)
+        try:
+            yield from decode_stream(pair, sampler, n_past, max_tokens=min(max_tokens, pair.n_ctx - n_past),
+                                     prompt_tokens=prompt_tokens, timings=timings, thinking=self.enable_thinking,
+                                     cancelled=cancelled, on_token=eng.kv.append, t_start=t0)
+        finally:
+            sampler.close()
+
+    def _rewind(self, items: list) -> tuple[int, int]:
+        """Keep the longest cached prefix of ``items``; returns (n_past, items already cached)."""
+        eng, pair = self.engine, self.engine.pair
+        if eng.kv_owner is not self:
+            pair.clear()
+            eng.kv, eng.kv_owner = [], self
+        keep = 0
+        for a, b in zip(eng.kv, items):
+            if a != b:
+                break
+            keep += 1
+        n_past = sum(i.n_pos if isinstance(i, ImageItem) else 1 for i in eng.kv[:keep])
+        if keep < len(eng.kv):
+            pair.truncate(n_past)
+            del eng.kv[keep:]
+        return n_past, keep
+
+    def ask_all(self, question: str, **kw) -> tuple[str, str, Step]:
+        return collect(self.ask(question, **kw))
