@@ -7,6 +7,8 @@ Commands:
   glmv ask PHOTO "question" [--model-dir DIR] answer one question about a photo (streams)
   glmv chat PHOTO [--json]                    multi-turn about one photo; --json: a question per stdin
                                               line, a JSON object per answer
+  glmv read-plate PHOTO... [--json|--csv]     nameplate fields (schema-constrained), unit and
+                                              plausibility checks; appended to readings.jsonl
   glmv models [--verify]                      GGUF pairs found, sizes, quant, checksums
   glmv doctor                                 CPU, chosen llama.cpp CPU variant, GPUs, RAM
   glmv demo                                   build the demo model once, ask about a sample plate
@@ -206,6 +208,49 @@ def cmd_chat(a) -> int:
     return EXIT_OK
 
 
+def cmd_read_plate(a) -> int:
+    import hashlib
+    from runtime import images, plate
+    from runtime.generate import collect
+    from runtime.paths import data_dir
+    from runtime.sampling import SamplingOptions
+    text, mmproj = locate_pair(a)
+    prepared = [(Path(p), images.load(p, pixel_budget=a.pixel_budget)) for p in a.photos]  # fail before loading
+    eng = _engine(a, text, mmproj)
+    log = data_dir(a.data_dir) / "readings.jsonl"
+    quant = next((e.get("quant") for e in (json.loads((text.parent / "manifest.json").read_text()).get("files") or {}).values()
+                  if e.get("file") == text.name), None) if (text.parent / "manifest.json").is_file() else None
+    results = []
+    sampling = SamplingOptions(temperature=a.temperature, top_p=a.top_p, seed=a.seed,
+                               json_schema=json.dumps(plate.SCHEMA))
+    try:
+        for path, img in prepared:
+            session = eng.session(img)
+            raw, _, last = collect(session.ask(plate.PROMPT, max_tokens=a.max_tokens, sampling=sampling,
+                                               use_cache=not a.no_cache))
+            r = plate.reading_from_answer(raw)
+            if last.finish_reason == "length":
+                r.warnings.append(f"the answer was cut at {a.max_tokens} tokens (--max-tokens)")
+            plate.append_log(log, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "photo": str(path),
+                                   "photo_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                                   "model": text.name, "mmproj": mmproj.name, "quant": quant,
+                                   "fields": r.fields, "warnings": r.warnings, "raw": raw, "cached": last.cached})
+            results.append((str(path), r))
+    finally:
+        eng.close()
+    if a.csv:
+        sys.stdout.write(plate.to_csv(results))
+    for path, r in results:
+        if a.json:
+            out = r.as_json()
+            print(json.dumps(out if len(results) == 1 else {"photo": path, **out}, ensure_ascii=False))
+        elif not a.csv:
+            if len(results) > 1:
+                print(f"== {path}")
+            print(plate.to_table(r))
+    return EXIT_OK
+
+
 def cmd_models(a) -> int:
     from runtime.model_files import ModelFileError, check_pair, verify_checksums
     from runtime.paths import data_dir, model_dirs
@@ -335,6 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
         _generation_args(q)
         q.set_defaults(fn=fn)
 
+    rp = sub.add_parser("read-plate", help="read a nameplate's fields (JSON schema enforced by llama.cpp's grammar)")
+    rp.add_argument("photos", nargs="+", metavar="PHOTO")
+    rp.add_argument("--model-dir")
+    rp.add_argument("--csv", action="store_true", help="CSV output (one row per photo)")
+    _generation_args(rp)
+    rp.set_defaults(fn=cmd_read_plate, max_tokens=2048)
+
     m = sub.add_parser("models", help="GGUF pairs found, sizes, quant, verified or not")
     m.add_argument("--model-dir")
     m.add_argument("--data-dir")
@@ -380,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ class EngineOptions:
     n_gpu_layers: int = 0
     verify: bool = False
     cache_dir: Path | None = None   # answer cache; None disables it
+    f32_kv: bool = False            # reference precision (f32 cache, no flash attention): parity tests
 
 
 class Engine:
@@ -40,7 +41,7 @@ class Engine:
         t0 = time.perf_counter()
         self.pair = LlamaPair(text_path, mmproj_path, n_ctx=self.options.n_ctx,
                               n_threads=self.options.n_threads or physical_cores(),
-                              n_gpu_layers=self.options.n_gpu_layers)
+                              n_gpu_layers=self.options.n_gpu_layers, f32_kv=self.options.f32_kv)
         self.load_ms = 1000 * (time.perf_counter() - t0)
         self.template = self.text_info.get("tokenizer.chat_template") or ""
         st_t, st_m = self.text_path.stat(), self.mmproj_path.stat()

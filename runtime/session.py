@@ -40,6 +40,7 @@ class Session:
     messages: list[dict] = field(default_factory=list)
     image_encodes: int = 0
     image_sha256: str = ""
+    last_fed_tokens: int = 0   # tokens this turn had to feed into the cache (the rest was cached)
     _embd: np.ndarray | None = None
 
     def __post_init__(self):
@@ -70,7 +71,7 @@ class Session:
                 return
         with eng.lock:
             steps = self._generate(question, max_tokens, sampling, cancelled)
-            answer, reasoning, parts = [], [], []
+            answer, reasoning = [], []
             for s in steps:
                 (reasoning if s.kind == "reasoning" else answer).append(s.text)
                 yield s
@@ -97,11 +98,9 @@ class Session:
                    finish_reason=hit["finish_reason"], cached=True)
         self._remember(question, hit)
 
-    def _generate(self, question: str, max_tokens: int, sampling: SamplingOptions,
-                  cancelled: Callable[[], bool]) -> Iterator[Step]:
+    def _prefill(self, question: str, timings: Timings, last_logits: str = "flag") -> tuple[int, int, object]:
+        """Bring the KV cache to this turn's full prompt; returns (n_past, prompt tokens, logits)."""
         eng, pair = self.engine, self.engine.pair
-        timings = Timings()
-        t0 = time.perf_counter()
         images = [self.image.as_tuple()] if self.image is not None else []
         with pair.tokenize(self.prompt(question), images) as chunks:
             if chunks.n_pos + 1 > pair.n_ctx:
@@ -111,6 +110,7 @@ class Session:
             for c in chunks.items:
                 items += c.tokens if c.kind == "text" else [ImageItem(self.image_sha256, c.n_pos)]
             n_past, start = self._rewind(items)
+            fed = 0
             image_chunk = next((c for c in chunks.items if c.kind == "image"), None)
             run: list[int] = []
             for item in items[start:]:
@@ -118,6 +118,7 @@ class Session:
                     if run:
                         n_past, _ = pair.decode_tokens(run, n_past, logits="none")
                         eng.kv += run
+                        fed += len(run)
                         run = []
                     if self._embd is None:
                         te = time.perf_counter()
@@ -126,22 +127,37 @@ class Session:
                         timings.image_encode_ms += 1000 * (time.perf_counter() - te)
                     n_past = pair.decode_image(image_chunk, self._embd, n_past)
                     eng.kv.append(item)
+                    fed += image_chunk.n_tokens
                 else:
                     run.append(item)
             if not run:  # everything already cached: re-feed the last token to get fresh logits
-                last_tok = eng.kv.pop()
-                pair.truncate(n_past - 1)
+                run = [eng.kv.pop()]
                 n_past -= 1
-                run = [last_tok]
-            n_past, _ = pair.decode_tokens(run, n_past, logits="flag")
+                pair.truncate(n_past)
+            n_past, logits = pair.decode_tokens(run, n_past, logits=last_logits)
+            self.last_fed_tokens = fed + len(run)
             eng.kv += run
-            prompt_tokens = chunks.n_tokens
+            return n_past, chunks.n_tokens, logits
+
+    def prompt_logits(self, question: str):
+        """Logits for the text this turn feeds (after the cached prefix), without generating.
+        For tests and diagnostics: it leaves the prompt in the cache like a real turn does."""
+        with self.engine.lock:
+            _, _, logits = self._prefill(question, Timings(), last_logits="all")
+        return logits
+
+    def _generate(self, question: str, max_tokens: int, sampling: SamplingOptions,
+                  cancelled: Callable[[], bool]) -> Iterator[Step]:
+        pair = self.engine.pair
+        timings = Timings()
+        t0 = time.perf_counter()
+        n_past, prompt_tokens, _ = self._prefill(question, timings)
         timings.prefill_ms = 1000 * (time.perf_counter() - t0)
         sampler = Sampler(pair.ll, pair.vocab, sampling)
         try:
-            yield from decode_stream(pair, sampler, n_past, max_tokens=min(max_tokens, pair.n_ctx - n_past),
+            yield from decode_stream(pair, sampler, n_past, max_tokens=max_tokens,
                                      prompt_tokens=prompt_tokens, timings=timings, thinking=self.enable_thinking,
-                                     cancelled=cancelled, on_token=eng.kv.append, t_start=t0)
+                                     cancelled=cancelled, on_token=self.engine.kv.append, t_start=t0)
         finally:
             sampler.close()
 
