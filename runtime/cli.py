@@ -10,7 +10,8 @@ Commands:
   glmv read-plate PHOTO... [--json|--csv]     nameplate fields (schema-constrained), unit and
                                               plausibility checks; appended to readings.jsonl
   glmv models [--verify]                      GGUF pairs found, sizes, quant, checksums
-  glmv doctor                                 CPU, chosen llama.cpp CPU variant, GPUs, RAM
+  glmv doctor [--json]                        CPU and flags, llama.cpp CPU variant, RAM, GPU/VRAM,
+                                              models found, the quant recommended for this machine
   glmv demo                                   build the demo model once, ask about a sample plate
 
 Exit codes: 0 success · 1 unexpected failure · 2 usage error · 3 bad input (photo, model
@@ -286,23 +287,43 @@ def cmd_models(a) -> int:
 
 
 def cmd_doctor(a) -> int:
+    from runtime import hardware
     from runtime.backends import ensure_loaded, import_llama_cpp
+    from runtime.paths import data_dir, model_dirs
     import_llama_cpp()
     info = ensure_loaded()
-    report = {"cpu_variant": info.cpu_variant, "cpu_features": [k for k, v in info.cpu_features.items() if v == "1"],
-              "backends": info.registries,
-              "devices": [{"name": d.name, "kind": d.kind, "description": d.description,
-                           "memory_free_mib": d.memory_free // 2**20, "memory_total_mib": d.memory_total // 2**20}
-                          for d in info.devices],
-              "llama_cpp_lib": str(info.lib_dir)}
+    mem = hardware.memory()
+    gpus = [{"name": d.name, "description": d.description, "memory_free_mib": d.memory_free // 2**20,
+             "memory_total_mib": d.memory_total // 2**20} for d in info.gpus]
+    budget = max([d.memory_free for d in info.gpus] + [mem.available])
+    models = []
+    for d in model_dirs(getattr(a, "model_dir", None), data_dir(a.data_dir)):
+        try:
+            text, mmproj = find_pair(d)
+            models.append({"folder": str(d), "text": text.name, "mmproj": mmproj.name})
+        except Exception:
+            continue
+    report = {"cpu": hardware.cpu_name(), "cores_physical": __import__("runtime.engine", fromlist=["x"]).physical_cores(),
+              "cores_logical": os.cpu_count(), "cpu_variant": info.cpu_variant,
+              "cpu_features": [k for k, v in info.cpu_features.items() if v == "1"],
+              "ram_total_mib": mem.total // 2**20, "ram_available_mib": mem.available // 2**20,
+              "gpus": gpus, "backends": info.registries, "llama_cpp_lib": str(info.lib_dir),
+              "models": models, "recommended_quant": hardware.recommend_quant(budget),
+              "data_dir": str(data_dir(a.data_dir))}
     if a.json:
         print(json.dumps(report, indent=2))
-    else:
-        print(f"CPU variant : {report['cpu_variant']}  ({' '.join(report['cpu_features'])})")
-        for d in report["devices"]:
-            print(f"device      : {d['name']} [{d['kind']}] {d['description']} "
-                  f"{d['memory_free_mib']} / {d['memory_total_mib']} MiB free")
-        print(f"llama.cpp   : {report['llama_cpp_lib']}")
+        return EXIT_OK
+    print(f"CPU          : {report['cpu']} ({report['cores_physical']} physical / {report['cores_logical']} logical cores)")
+    print(f"llama.cpp    : CPU variant {report['cpu_variant']}  [{' '.join(report['cpu_features'])}]")
+    print(f"RAM          : {report['ram_available_mib'] / 1024:.1f} GiB free of {report['ram_total_mib'] / 1024:.1f} GiB")
+    for g in gpus or [None]:
+        print("GPU          : " + (f"{g['name']} {g['description']} — {g['memory_free_mib']} / {g['memory_total_mib']} MiB free"
+                                    if g else "none (the CPU is used)"))
+    for m in models or [None]:
+        print("model        : " + (f"{m['text']} + {m['mmproj']} in {m['folder']}" if m else
+                                    "none found (convert GLM-4.6V-Flash with `glmv convert`, put the pair in models/)"))
+    print(f"recommended  : {report['recommended_quant']} for this machine's memory")
+    print(f"data folder  : {report['data_dir']}")
     return EXIT_OK
 
 
@@ -394,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.set_defaults(fn=cmd_models)
 
-    d = sub.add_parser("doctor", help="what this machine offers llama.cpp")
+    d = sub.add_parser("doctor", help="CPU, chosen llama.cpp CPU variant, RAM, GPUs, models, recommended quant")
+    d.add_argument("--model-dir")
+    d.add_argument("--data-dir")
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_doctor)
     return ap

@@ -23,7 +23,7 @@ DEFAULT_CTX = 8192  # GLM-4.6V's KV cache is small (2 KV heads): 8k tokens ≈ 3
 class EngineOptions:
     n_ctx: int = DEFAULT_CTX
     n_threads: int | None = None
-    n_gpu_layers: int = 0
+    n_gpu_layers: int = -1          # -1: decide from free VRAM (see hardware.plan_offload)
     verify: bool = False
     cache_dir: Path | None = None   # answer cache; None disables it
     f32_kv: bool = False            # reference precision (f32 cache, no flash attention): parity tests
@@ -38,10 +38,12 @@ class Engine:
         if self.options.verify:
             verify_checksums(Path(text_path), Path(mmproj_path))
         self.text_path, self.mmproj_path = Path(text_path), Path(mmproj_path)
+        self.n_gpu_layers, self.mmproj_on_gpu = self._offload()
         t0 = time.perf_counter()
         self.pair = LlamaPair(text_path, mmproj_path, n_ctx=self.options.n_ctx,
                               n_threads=self.options.n_threads or physical_cores(),
-                              n_gpu_layers=self.options.n_gpu_layers, f32_kv=self.options.f32_kv)
+                              n_gpu_layers=self.n_gpu_layers, mmproj_on_gpu=self.mmproj_on_gpu,
+                              f32_kv=self.options.f32_kv)
         self.load_ms = 1000 * (time.perf_counter() - t0)
         self.template = self.text_info.get("tokenizer.chat_template") or ""
         st_t, st_m = self.text_path.stat(), self.mmproj_path.stat()
@@ -51,6 +53,19 @@ class Engine:
         self.lock = threading.RLock()
         self.kv: list = []          # what the KV cache holds, item by item (see session.py)
         self.kv_owner: Session | None = None
+
+    def _offload(self) -> tuple[int, bool]:
+        from .backends import ensure_loaded, import_llama_cpp
+        from .hardware import plan_offload
+        import_llama_cpp()
+        gpus = ensure_loaded().gpus
+        if self.options.n_gpu_layers >= 0:
+            return self.options.n_gpu_layers, bool(gpus) and self.options.n_gpu_layers > 0
+        if not gpus:
+            return 0, False
+        best = max(gpus, key=lambda d: d.memory_free)
+        return plan_offload(self.text_info.size, int(self.text_info.get("glm4.block_count") or 40),
+                            self.mmproj_info.size, best.memory_free)
 
     def session(self, image: PreparedImage | None, *, enable_thinking: bool = False) -> Session:
         return Session(self, image, enable_thinking=enable_thinking)

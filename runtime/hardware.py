@@ -1,0 +1,83 @@
+"""What this machine offers: CPU model and cores, RAM, GPUs; and the plans derived from it
+(GPU layer offload, which quant to recommend). Cross-platform, no third-party packages."""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+GiB = 2 ** 30
+# Real GLM-4.6V-Flash sizes per text quant (bytes, with the 934.6 MiB Q8_0 mmproj added) and a
+# working margin for the KV cache, image encoder buffers and the program itself.
+QUANT_FOOTPRINT_GIB = {"Q4_K_M": 6.2 + 0.9, "Q5_K_M": 7.1 + 0.9, "Q6_K": 8.2 + 0.9, "Q8_0": 9.3 + 0.9,
+                       "F16": 17.5 + 0.9}
+WORKING_MARGIN_GIB = 1.5
+
+
+@dataclass
+class Memory:
+    total: int
+    available: int
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory() -> Memory:
+    if sys.platform == "win32":
+        class MEMORYSTATUSEX(ctypes.Structure):
+            _fields_ = [("dwLength", ctypes.c_ulong), ("dwMemoryLoad", ctypes.c_ulong),
+                        ("ullTotalPhys", ctypes.c_ulonglong), ("ullAvailPhys", ctypes.c_ulonglong),
+                        ("ullTotalPageFile", ctypes.c_ulonglong), ("ullAvailPageFile", ctypes.c_ulonglong),
+                        ("ullTotalVirtual", ctypes.c_ulonglong), ("ullAvailVirtual", ctypes.c_ulonglong),
+                        ("ullAvailExtendedVirtual", ctypes.c_ulonglong)]
+        st = MEMORYSTATUSEX()
+        st.dwLength = ctypes.sizeof(st)
+        ctypes.windll.kernel32.GlobalMemoryStatusEx(ctypes.byref(st))
+        return Memory(st.ullTotalPhys, st.ullAvailPhys)
+    try:
+        info = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in Path("/proc/meminfo").read_text().splitlines()}
+        return Memory(info["MemTotal"], info.get("MemAvailable", info["MemFree"]))
+    except (OSError, KeyError, ValueError):
+        pages = os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+        size = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 0
+        return Memory(pages * size, pages * size)
+
+
+def recommend_quant(available_bytes: int) -> str:
+    """The largest quant of the real model that fits in ``available_bytes`` with a margin."""
+    best = "Q4_K_M"
+    for quant, gib in sorted(QUANT_FOOTPRINT_GIB.items(), key=lambda kv: kv[1]):
+        if (gib + WORKING_MARGIN_GIB) * GiB <= available_bytes:
+            best = quant
+    return best
+
+
+def plan_offload(text_bytes: int, n_layers: int, mmproj_bytes: int, free_vram: int,
+                 reserve: int = 768 * 2 ** 20) -> tuple[int, bool]:
+    """(n_gpu_layers, mmproj_on_gpu) for a GPU with ``free_vram`` bytes free.
+
+    All layers when the text model fits, else as many whole layers as fit; the projector goes
+    to the GPU only when it fits beside them. ``reserve`` keeps room for the KV cache and
+    compute buffers (the real model's 8k-token f16 cache is ~320 MiB)."""
+    budget = free_vram - reserve
+    if budget <= 0 or n_layers <= 0:
+        return 0, False
+    per_layer = text_bytes / (n_layers + 1)  # +1: embeddings and output head
+    if text_bytes <= budget:
+        layers, left = n_layers + 1, budget - text_bytes  # llama.cpp: n_layers+1 also offloads the output
+    else:
+        layers = int(budget // per_layer)
+        left = budget - layers * per_layer
+        layers = min(layers, n_layers)
+    return layers, mmproj_bytes <= left
