@@ -256,3 +256,9 @@ def test_cli_convert_bad_input_exit_code(tmp_path):
                         str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 3 and "source folder not found" in r.stderr and "Traceback" not in r.stderr
 
+
+
+def test_manifest_is_small_and_lists_types_per_file(converted):
+    man = json.loads(converted("Q8_0", "Q8_0").manifest_path.read_text())
+    for entry in man["files"].values():
+        assert set(entry) == {"file", "bytes", "sha256", "quant", "tensor_count", "tensor_types"}
