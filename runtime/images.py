@@ -41,7 +41,25 @@ def _fit(w: int, h: int, budget: int, multiple: int = 28) -> tuple[int, int]:
     scale = min(1.0, math.sqrt(budget / (w * h)))
     nw = max(multiple, int(w * scale) // multiple * multiple)
     nh = max(multiple, int(h * scale) // multiple * multiple)
+    if nw * nh > budget:  # a thin strip: its short side was raised to `multiple`, so shorten the long side
+        if nw > nh:
+            nw = max(multiple, budget // nh // multiple * multiple)
+        else:
+            nh = max(multiple, budget // nw // multiple * multiple)
     return nw, nh
+
+
+def _size_text(n: int) -> str:
+    """Bytes for a message: "21.0 MB", "1.5 KB", "900 bytes" (a small limit must not read "0 MB")."""
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n} bytes"
+
+
+def _too_big(name: str, size: int, limit: int) -> str:
+    return f"{name} is {_size_text(size)}; the limit is {_size_text(limit)} — export a smaller JPEG"
 
 
 def prepare(data: bytes, *, name: str = "photo", pixel_budget: int = DEFAULT_PIXEL_BUDGET,
@@ -49,8 +67,7 @@ def prepare(data: bytes, *, name: str = "photo", pixel_budget: int = DEFAULT_PIX
     if not data:
         raise ImageError(f"{name} is empty (0 bytes): choose the photo file again")
     if len(data) > max_file_bytes:
-        raise ImageError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is {max_file_bytes / 2**20:.0f} MB — "
-                         "export a smaller JPEG")
+        raise ImageError(_too_big(name, len(data), max_file_bytes))
     pixel_budget = max(28 * 28 * 8, min(pixel_budget, MAX_PIXEL_BUDGET))
     try:
         with warnings.catch_warnings():
@@ -70,6 +87,10 @@ def prepare(data: bytes, *, name: str = "photo", pixel_budget: int = DEFAULT_PIX
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name} declares an enormous size (possible decompression bomb); refused") from None
     except UnidentifiedImageError:
+        kind = _looks_like(data)
+        if kind:  # a supported format's signature, but Pillow cannot even read the header: damaged
+            raise ImageError(f"{name} starts like a {kind} file but cannot be read: it is damaged or truncated — "
+                             "copy it again") from None
         raise ImageError(f"{name} is not an image Pillow can read; supported formats: JPEG, PNG, WebP, BMP, TIFF") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name} could not be decoded ({e}); the file may be truncated — copy it again") from None
@@ -82,13 +103,27 @@ def prepare(data: bytes, *, name: str = "photo", pixel_budget: int = DEFAULT_PIX
     return PreparedImage(w, h, img.tobytes(), src_size, fmt)
 
 
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"),
+               (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+
+
+def _looks_like(data: bytes) -> str | None:
+    """The supported format whose signature ``data`` starts with, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((fmt for sig, fmt in _SIGNATURES if data.startswith(sig)), None)
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode.startswith("I;16"):
+        # Pillow's point() takes only I;16 (little-endian), not I;16B/I;16N (big-endian TIFF): widen first
+        img = img.convert("I")
+    if img.mode == "I":
         # 16-bit grayscale: scale to 8 bits rather than clipping
         img = img.point(lambda v: v / 256).convert("L")
     if img.mode == "P":
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "RGB" and "transparency" in img.info):
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode in ("RGB", "L") and "transparency" in img.info):
         rgba = img.convert("RGBA")
         bg = Image.new("RGB", rgba.size, (255, 255, 255))
         bg.paste(rgba, mask=rgba.getchannel("A"))
@@ -105,5 +140,5 @@ def load(path: str | Path, **kw) -> PreparedImage:
     size = p.stat().st_size
     limit = kw.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES)
     if size > limit:
-        raise ImageError(f"{p.name} is {size / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB — export a smaller JPEG")
+        raise ImageError(_too_big(p.name, size, limit))
     return prepare(p.read_bytes(), name=p.name, **kw)

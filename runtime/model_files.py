@@ -46,7 +46,9 @@ def _value(field) -> object:
 def read_info(path: str | Path, role: str) -> FileInfo:
     p = Path(path)
     if not p.is_file():
-        raise ModelFileError(f"{role} file not found: {p}")
+        hint = ("the vision part of the model is missing — copy the mmproj-*.gguf from the same conversion"
+                if "mmproj" in role else "copy the GGUF pair written by `glmv convert` there")
+        raise ModelFileError(f"{role} file not found: {p}: {hint}")
     size = p.stat().st_size
     with open(p, "rb") as f:
         head = f.read(8)
