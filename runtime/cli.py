@@ -13,6 +13,8 @@ Commands:
   glmv doctor [--json]                        CPU and flags, llama.cpp CPU variant, RAM, GPU/VRAM,
                                               models found, the quant recommended for this machine
   glmv demo                                   build the demo model once, ask about a sample plate
+  glmv serve [--host H] [--port P] [--token T] local HTTP server (web UI, app API, OpenAI-compatible
+                                              /v1); prints its URL as the first line of stdout
 
 Exit codes: 0 success · 1 unexpected failure · 2 usage error · 3 bad input (photo, model
 files, checkpoint) · 4 not enough resources (disk full, context too small).
@@ -100,7 +102,8 @@ def _engine(a, text: Path, mmproj: Path):
     from runtime.engine import Engine, EngineOptions
     from runtime.paths import data_dir
     cache = None if a.no_cache else data_dir(a.data_dir) / "answer-cache"
-    return Engine(text, mmproj, EngineOptions(n_ctx=a.ctx, n_threads=a.threads, verify=a.verify, cache_dir=cache))
+    return Engine(text, mmproj, EngineOptions(n_ctx=a.ctx, n_threads=a.threads, verify=a.verify, cache_dir=cache,
+                                              progress=getattr(a, "progress", None)))
 
 
 def _sampling(a):
@@ -346,6 +349,26 @@ def cmd_demo(a) -> int:
     return EXIT_OK
 
 
+def cmd_serve(a) -> int:
+    """The local server (runtime/server.py); the model loads in the background (see /api/status)."""
+    from runtime import server
+    from runtime.paths import data_dir
+
+    def locate():
+        return locate_pair(a)
+
+    def factory(text, mmproj, progress):
+        a.progress = progress  # _engine passes it to EngineOptions: load progress in /api/status
+        return _engine(a, text, mmproj)
+    try:
+        server.serve_forever(a.host, a.port, a.token, window=not a.no_window, data_dir=data_dir(a.data_dir),
+                             n_ctx=a.ctx, locate=locate, engine_factory=factory)
+    except server.BindError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 def _generation_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--max-tokens", type=int, default=256)
     q.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default 8192)")
@@ -414,6 +437,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--verify", action="store_true", help="check sha256 against manifest.json")
     m.add_argument("--json", action="store_true")
     m.set_defaults(fn=cmd_models)
+
+    sv = sub.add_parser("serve", help="local HTTP server: web UI, app API, OpenAI-compatible /v1")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; anything else "
+                                                          "requires a bearer token, generated if not given)")
+    sv.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
+    sv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on /api and /v1")
+    sv.add_argument("--model-dir")
+    sv.add_argument("--data-dir")
+    sv.add_argument("--no-window", action="store_true", help="do not open the desktop window (headless)")
+    sv.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default 8192)")
+    sv.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    sv.add_argument("--no-cache", action="store_true", help="do not reuse or store cached greedy answers")
+    sv.add_argument("--verify", action="store_true", help="check sha256 against manifest.json first")
+    sv.set_defaults(fn=cmd_serve)
 
     d = sub.add_parser("doctor", help="CPU, chosen llama.cpp CPU variant, RAM, GPUs, models, recommended quant")
     d.add_argument("--model-dir")

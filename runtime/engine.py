@@ -6,7 +6,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .answer_cache import AnswerCache
 from .generate import Step
@@ -27,6 +27,7 @@ class EngineOptions:
     verify: bool = False
     cache_dir: Path | None = None   # answer cache; None disables it
     f32_kv: bool = False            # reference precision (f32 cache, no flash attention): parity tests
+    progress: Callable[[float], None] | None = None  # model-load progress 0..1 (the server's status)
 
 
 class Engine:
@@ -43,7 +44,7 @@ class Engine:
         self.pair = LlamaPair(text_path, mmproj_path, n_ctx=self.options.n_ctx,
                               n_threads=self.options.n_threads or physical_cores(),
                               n_gpu_layers=self.n_gpu_layers, mmproj_on_gpu=self.mmproj_on_gpu,
-                              f32_kv=self.options.f32_kv)
+                              f32_kv=self.options.f32_kv, progress=self.options.progress)
         self.load_ms = 1000 * (time.perf_counter() - t0)
         self.template = self.text_info.get("tokenizer.chat_template") or ""
         st_t, st_m = self.text_path.stat(), self.mmproj_path.stat()

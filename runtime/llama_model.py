@@ -80,7 +80,8 @@ class LlamaPair:
 
     def __init__(self, text_path: str | Path, mmproj_path: str | Path | None, *, n_ctx: int = 4096,
                  n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
-                 mmproj_on_gpu: bool = False, f32_kv: bool = False, image_max_tokens: int = -1):
+                 mmproj_on_gpu: bool = False, f32_kv: bool = False, image_max_tokens: int = -1,
+                 progress=None):
         self.ll = import_llama_cpp()
         from llama_cpp import mtmd_cpp
         self.mtmd = mtmd_cpp
@@ -89,6 +90,17 @@ class LlamaPair:
         threads = n_threads or max(1, os.cpu_count() or 1)
         mp = ll.llama_model_default_params()
         mp.n_gpu_layers = n_gpu_layers
+        if progress is not None:
+            # progress(fraction) while the weights load (the server's /api/status shows it); the
+            # ctypes callback object must stay referenced while llama.cpp may call it
+            def _cb(fraction, _user):
+                try:
+                    progress(float(fraction))
+                except Exception:
+                    pass
+                return True
+            self._progress_cb = ll.llama_progress_callback(_cb)
+            mp.progress_callback = self._progress_cb
         self.model = ll.llama_model_load_from_file(str(text_path).encode(), mp)
         if not self.model:
             raise ModelError(f"llama.cpp could not load the text model {text_path}")

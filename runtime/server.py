@@ -1,0 +1,515 @@
+"""``glmv serve``: the local HTTP server (app API for the UI, OpenAI-compatible API).
+
+Library choice: Starlette (ASGI routing, requests/responses, streaming) served by uvicorn (its
+h11 protocol), with python-multipart for photo uploads. All three are small, pure Python, well
+maintained, and bundle cleanly with PyInstaller; nothing here hand-parses HTTP or multipart.
+We pin uvicorn to ``http="h11"``, ``loop="asyncio"``, ``ws="none"``, ``lifespan="on"`` so that
+uvicorn's string-based imports are few and known. A PyInstaller bundle needs these hidden imports:
+    uvicorn.protocols.http.h11_impl, uvicorn.lifespan.on, uvicorn.loops.asyncio,
+    uvicorn.logging, multipart, python_multipart
+(``collect_submodules("uvicorn")`` also works, at the price of a larger bundle).
+
+Layout: this module wires routes and starts/stops the server; ``server_guard`` is the security
+front door (host, origin, token, body size), ``server_state`` loads the model and runs one
+generation at a time, ``server_openai`` converts OpenAI requests and responses.
+
+In-process use (the desktop launcher)::
+
+    handle = run("127.0.0.1", 0)      # starts in a background thread, returns once bound
+    handle.url                         # http://127.0.0.1:PORT/
+    handle.stop()
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import socket
+import sys
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.staticfiles import StaticFiles
+
+from . import server_openai as oai
+from .server_guard import BodyTooLarge, Guard, Policy, error_response, is_loopback
+from .server_state import LRU, Busy, ModelHost, NotReady, now_iso
+
+DEFAULT_MAX_BODY = 28 * 2**20   # a 20 MB photo, plus base64's 4/3 in JSON, plus headroom
+MAX_SESSIONS = 16
+PLACEHOLDER = """<!doctype html><meta charset="utf-8"><title>glmv</title>
+<h1>glmv-portable</h1><p>The server runs. The web UI (assets/ui/index.html) is not installed;
+the API is at <code>/api/status</code> and <code>/v1/chat/completions</code>.</p>"""
+
+
+def ui_dir() -> Path:
+    from .paths import app_dir
+    return Path(getattr(sys, "_MEIPASS", app_dir())) / "assets" / "ui"
+
+
+class EventStream(StreamingResponse):
+    """text/event-stream that always watches for the client leaving (whatever the ASGI server's
+    spec version), so a disconnect cancels the body iterator and with it the generation."""
+    media_type = "text/event-stream"
+
+    def __init__(self, content, **kw):
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}, **kw)
+
+    async def __call__(self, scope, receive, send):
+        async with anyio.create_task_group() as tg:
+            async def stream():
+                try:
+                    await self.stream_response(send)
+                except OSError:
+                    pass
+                tg.cancel_scope.cancel()
+            tg.start_soon(stream)
+            await self.listen_for_disconnect(receive)
+            tg.cancel_scope.cancel()
+
+
+def sse(obj) -> str:
+    return "data: " + (obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)) + "\n\n"
+
+
+class AppSession:
+    """A UI session: the llama.cpp session plus what the plate log needs."""
+
+    def __init__(self, session, photo_name: str, photo_sha256: str):
+        self.session, self.photo_name, self.photo_sha256 = session, photo_name, photo_sha256
+        self.generation = None
+
+
+def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None = None, token: str | None = None,
+               allowed_hosts: tuple[str, ...] | list[str] = (), max_body_bytes: int = DEFAULT_MAX_BODY,
+               queue_limit: int = 4, engine_factory: Callable | None = None, bind_host: str = "127.0.0.1",
+               port: int = 0, n_ctx: int = 8192, pixel_budget: int | None = None,
+               locate: Callable[[], tuple[Path, Path]] | None = None):
+    """The ASGI app (a :class:`Guard` around Starlette). ``engine_factory(text, mmproj, progress)``
+    builds the Engine (default: 8k context, answer cache in the data folder). ``app.state`` of
+    the inner app holds ``host`` (the ModelHost) and ``policy`` (set ``policy.port`` once bound)."""
+    from . import images, plate
+    from .images import ImageError
+    from .paths import data_dir as resolve_data_dir
+    from .sampling import SamplingOptions
+    from .session import ContextFullError
+
+    ddir = resolve_data_dir(data_dir)
+    budget = pixel_budget or images.DEFAULT_PIXEL_BUDGET
+
+    if locate is None:
+        def locate():
+            from .cli import locate_pair
+            return locate_pair(SimpleNamespace(model_dir=str(model_dir) if model_dir else None, data_dir=str(ddir)))
+    if engine_factory is None:
+        def engine_factory(text, mmproj, progress):
+            from .engine import Engine, EngineOptions
+            return Engine(text, mmproj, EngineOptions(n_ctx=n_ctx, cache_dir=ddir / "answer-cache", progress=progress))
+
+    host = ModelHost(locate, engine_factory, ddir, queue_limit=queue_limit)
+    policy = Policy(bind_host=bind_host, port=port, token=token, max_body_bytes=max_body_bytes,
+                    extra_hosts=tuple(allowed_hosts))
+    sessions = LRU(MAX_SESSIONS)
+    oa_sessions = LRU(8)
+    started = int(time.time())
+
+    def err(status: int, message: str, type_: str = "invalid_request_error", headers=None):
+        return error_response(status, message, type_, headers)
+
+    def model_id() -> str:
+        return Path(host.model["text"]).stem if host.model.get("text") else "glm-4.6v"
+
+    async def json_body(request: Request) -> dict:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise oai.RequestError("the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise oai.RequestError("the request body must be a JSON object")
+        return body
+
+    # --- pages and status ---------------------------------------------------------------------
+    async def index(request):
+        page = ui_dir() / "index.html"
+        return FileResponse(page) if page.is_file() else HTMLResponse(PLACEHOLDER)
+
+    static = StaticFiles(directory=str(ui_dir()), check_dir=False)
+
+    async def ui(request):
+        # StaticFiles resolves the path safely (no traversal); a missing UI folder is a 404
+        if not ui_dir().is_dir():
+            return err(404, "the web UI is not installed", "not_found_error")
+        return await static.get_response(request.path_params["path"], request.scope)
+
+    async def health(request):
+        return JSONResponse({"status": "ok", "model_state": host.state, **host.counters})
+
+    async def status(request):
+        return JSONResponse(host.status())
+
+    # --- app API ------------------------------------------------------------------------------
+    async def new_session(request):
+        engine = host.require()
+        form = await request.form(max_files=2, max_fields=10, max_part_size=max_body_bytes)
+        photo = form.get("photo")
+        if photo is None or isinstance(photo, str):
+            return err(400, "send the photo as the multipart file field 'photo'")
+        data = await photo.read()
+        name = photo.filename or "photo"
+        try:
+            img = await run_in_threadpool(images.prepare, data, name=name, pixel_budget=budget)
+        except ImageError as e:
+            return err(400, str(e), "invalid_image")
+        thinking = str(form.get("thinking", "0")).lower() in ("1", "true", "yes", "on")
+        sid = uuid.uuid4().hex
+        sessions.put(sid, AppSession(engine.session(img, enable_thinking=thinking), name,
+                                     hashlib.sha256(data).hexdigest()))
+        return JSONResponse({"session_id": sid, "width": img.width, "height": img.height})
+
+    def get_session(request) -> AppSession:
+        s = sessions.get(request.path_params["sid"])
+        if s is None:
+            raise HTTPException(404, "no such session (it may have expired: upload the photo again)")
+        return s
+
+    async def session_info(request):
+        s = get_session(request)
+        return JSONResponse({"messages": s.session.messages, "image_encodes": s.session.image_encodes,
+                             "busy": s.generation is not None})
+
+    async def ask(request):
+        s = get_session(request)
+        body = await json_body(request)
+        question = body.get("question")
+        if not isinstance(question, str) or not question.strip():
+            return err(400, "'question' must be a non-empty string")
+        max_tokens = body.get("max_tokens", 1024)
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            return err(400, "max_tokens must be a positive integer")
+        if s.generation is not None:
+            return err(409, "this session is already answering: wait, or cancel it first", "conflict")
+        if "thinking" in body:
+            s.session.enable_thinking = bool(body["thinking"])
+        gen = host.start_generation(lambda cancelled: s.session.ask(
+            question, max_tokens=min(max_tokens, n_ctx), sampling=SamplingOptions(), cancelled=cancelled))
+        s.generation = gen
+
+        async def events():
+            try:
+                async for step in gen:
+                    if step.text:
+                        yield sse({"type": "piece", "kind": step.kind, "text": step.text})
+                    if step.finish_reason:
+                        t = step.timings
+                        yield sse({"type": "done", "finish_reason": step.finish_reason,
+                                   "prompt_tokens": step.prompt_tokens, "completion_tokens": step.completion_tokens,
+                                   "ttft_ms": round(t.ttft_ms, 1), "decode_tps": round(t.decode_tps, 1),
+                                   "cached": step.cached, "image_encodes": s.session.image_encodes})
+            except Exception as e:  # noqa: BLE001 - the stream has started: report in-band
+                yield sse({"type": "error", "message": str(e)})
+            finally:
+                s.generation = None
+        return EventStream(events())
+
+    async def cancel(request):
+        s = get_session(request)
+        g = s.generation
+        if g is not None:
+            g.cancel.set()
+        return JSONResponse({"cancelled": g is not None})
+
+    async def read_plate(request):
+        s = get_session(request)
+        engine = host.require()
+        body = await json_body(request) if int(request.headers.get("content-length", "0") or 0) else {}
+        max_tokens = body.get("max_tokens", 2048) if isinstance(body.get("max_tokens", 2048), int) else 2048
+        # a fresh one-turn session on the same photo (the plate prompt stays out of the chat);
+        # it borrows the chat session's image embeddings so the photo is not encoded again
+        ps = engine.session(s.session.image)
+        ps._embd = s.session._embd
+        sampling = SamplingOptions(json_schema=json.dumps(plate.SCHEMA))
+        gen = host.start_generation(lambda cancelled: ps.ask(plate.PROMPT, max_tokens=min(max_tokens, n_ctx),
+                                                               sampling=sampling, cancelled=cancelled))
+        steps = await gen.collect(request.is_disconnected)
+        raw = "".join(x.text for x in steps if x.kind == "answer")
+        last = steps[-1]
+        if s.session._embd is None:
+            s.session._embd = ps._embd
+        r = plate.reading_from_answer(raw)
+        if last.finish_reason == "length":
+            r.warnings.append(f"the answer was cut at {max_tokens} tokens (max_tokens)")
+        record = {"time": now_iso(), "photo": s.photo_name, "photo_sha256": s.photo_sha256,
+                  "model": host.model["text"], "mmproj": host.model["mmproj"], "quant": host.model["quant"],
+                  "fields": r.fields, "warnings": r.warnings, "raw": raw, "cached": last.cached}
+        await run_in_threadpool(plate.append_log, ddir / "readings.jsonl", record)
+        return JSONResponse(r.as_json())
+
+    async def readings(request):
+        log = await run_in_threadpool(plate.read_log, ddir / "readings.jsonl")
+        fmt = request.query_params.get("format", "json")
+        if fmt == "json":
+            return JSONResponse(log)
+        if fmt != "csv":
+            return err(400, "format must be json or csv")
+        rows = [(rec.get("photo", ""), plate.PlateReading(rec.get("fields") or {}, warnings=rec.get("warnings") or [],
+                                                          raw=rec.get("raw", ""))) for rec in log]
+        return Response(plate.to_csv(rows), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="readings.csv"'})
+
+    # --- OpenAI-compatible --------------------------------------------------------------------
+    async def models(request):
+        host.require()
+        return JSONResponse(oai.models_list(model_id(), started))
+
+    async def chat_completions(request):
+        engine = host.require()
+        req = oai.parse_chat(await json_body(request), n_ctx=n_ctx)
+        img = await run_in_threadpool(oai.prepare_image, req.image_bytes, budget) if req.image_bytes else None
+        session = engine.session(img, enable_thinking=req.thinking)
+        if req.history:  # a conversation this server answered before? its session is warm
+            known = oa_sessions.pop(req.key(session.image_sha256))
+            if known is not None:
+                session = known
+                host.count("sessions_reused")
+        session.messages = list(req.history)
+        gen = host.start_generation(lambda cancelled: session.ask(
+            req.question, max_tokens=req.max_tokens, sampling=req.sampling, cancelled=cancelled))
+
+        def remember(last):
+            if last.finish_reason in ("stop", "length"):
+                oa_sessions.put(oai.history_key(session.image_sha256, req.thinking, session.messages), session)
+
+        cid, name, created = oai.completion_id(), model_id(), int(time.time())
+        if not req.stream:
+            steps = await gen.collect(request.is_disconnected)
+            last = steps[-1]
+            remember(last)
+            answer = "".join(x.text for x in steps if x.kind == "answer")
+            reasoning = "".join(x.text for x in steps if x.kind == "reasoning")
+            return JSONResponse(oai.completion(cid, name, answer, reasoning, last))
+
+        async def events():
+            yield sse(oai.chunk(cid, name, created, {"role": "assistant", "content": ""}))
+            try:
+                async for step in gen:
+                    if step.text:
+                        key = "reasoning_content" if step.kind == "reasoning" else "content"
+                        yield sse(oai.chunk(cid, name, created, {key: step.text}))
+                    if step.finish_reason:
+                        remember(step)
+                        yield sse(oai.chunk(cid, name, created, {}, oai.FINISH.get(step.finish_reason, "stop")))
+                        if req.include_usage:
+                            yield sse({"id": cid, "object": "chat.completion.chunk", "created": created,
+                                       "model": name, "choices": [], "usage": oai.usage(step)})
+            except Exception as e:  # noqa: BLE001 - mid-stream: report in-band as OpenAI does
+                yield sse({"error": {"message": str(e), "type": "server_error"}})
+            yield sse("[DONE]")
+        return EventStream(events())
+
+    # --- errors -------------------------------------------------------------------------------
+    async def on_http(request, exc: HTTPException):
+        types = {404: "not_found_error", 405: "method_not_allowed"}
+        return err(exc.status_code, str(exc.detail), types.get(exc.status_code, "invalid_request_error"))
+
+    async def on_busy(request, exc: Busy):
+        return err(429, str(exc), "rate_limit_error", {"Retry-After": str(exc.retry_after)})
+
+    async def on_not_ready(request, exc: NotReady):
+        return err(503, str(exc), "model_not_ready", {"Retry-After": "5"} if host.state == "loading" else None)
+
+    async def on_bad_request(request, exc: oai.RequestError):
+        return err(400, str(exc))
+
+    async def on_too_large(request, exc: BodyTooLarge):
+        return err(413, str(exc), "payload_too_large")
+
+    async def on_context(request, exc: ContextFullError):
+        return err(400, str(exc), "context_length_exceeded")
+
+    async def on_error(request, exc: Exception):
+        return err(500, f"internal error: {exc}", "server_error")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        host.start()
+        yield
+        await run_in_threadpool(host.close)
+
+    routes = [
+        Route("/", index), Route("/ui/{path:path}", ui), Route("/health", health),
+        Route("/api/status", status),
+        Route("/api/sessions", new_session, methods=["POST"]),
+        Route("/api/sessions/{sid}", session_info),
+        Route("/api/sessions/{sid}/ask", ask, methods=["POST"]),
+        Route("/api/sessions/{sid}/cancel", cancel, methods=["POST"]),
+        Route("/api/sessions/{sid}/read-plate", read_plate, methods=["POST"]),
+        Route("/api/readings", readings),
+        Route("/v1/models", models),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    ]
+    inner = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        HTTPException: on_http, Busy: on_busy, NotReady: on_not_ready, oai.RequestError: on_bad_request,
+        BodyTooLarge: on_too_large, ContextFullError: on_context, Exception: on_error})
+    inner.state.host, inner.state.policy = host, policy
+    app = Guard(inner, policy)
+    app.state = inner.state  # the launcher and tests reach host/policy through the outer app
+    return app
+
+
+# --- running ----------------------------------------------------------------------------------
+class _Server(uvicorn.Server):
+    """uvicorn's server, but a signal first cancels running generations (so streaming
+    connections end at once) and is not re-raised after the graceful shutdown (exit code 0)."""
+
+    def __init__(self, config, host: ModelHost):
+        super().__init__(config)
+        self.model_host = host
+
+    def handle_exit(self, sig, frame):
+        self.model_host.closing = True
+        for g in list(self.model_host.running):
+            g.cancel.set()
+        super().handle_exit(sig, frame)
+
+    def capture_signals(self):
+        import contextlib
+        import signal
+
+        @contextlib.contextmanager
+        def ctx():
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            sigs = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGBREAK", None)) if s]
+            old = {s: signal.signal(s, self.handle_exit) for s in sigs}
+            try:
+                yield
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+        return ctx()
+
+
+class BindError(OSError):
+    """The address/port cannot be listened on (in use, not this machine's address)."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before printing the URL, so port 0 becomes a real, already-reserved port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if sys.platform != "win32":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        raise BindError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def resolve_token(host: str, token: str | None) -> tuple[str | None, bool]:
+    """(token, generated). Beyond loopback a token is mandatory: generated when not given."""
+    if token:
+        return token, False
+    if is_loopback(host):
+        return None, False
+    return secrets.token_urlsafe(24), True
+
+
+def url_for(sock: socket.socket, host: str) -> str:
+    """The URL to open on this machine: loopback for wildcard binds."""
+    port = sock.getsockname()[1]
+    h = host.strip("[]")
+    if h in ("", "0.0.0.0") or (is_loopback(h) and ":" not in h):
+        shown = "127.0.0.1"
+    elif h in ("::", "::1"):
+        shown = "[::1]"
+    else:
+        shown = f"[{h}]" if ":" in h else h
+    return f"http://{shown}:{port}/"
+
+
+def _config(app) -> uvicorn.Config:
+    return uvicorn.Config(app, http="h11", loop="asyncio", ws="none", lifespan="on", log_level="warning",
+                          timeout_graceful_shutdown=5, access_log=False)
+
+
+class ServerHandle:
+    """A server running in a background thread (for the desktop launcher and tests)."""
+
+    def __init__(self, app, server: _Server, thread: threading.Thread, url: str, token: str | None):
+        self.app, self.server, self.thread, self.url, self.token = app, server, thread, url, token
+
+    @property
+    def host(self) -> ModelHost:
+        return self.app.state.host
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.server.handle_exit(0, None)
+        self.thread.join(timeout)
+
+
+def run(host: str = "127.0.0.1", port: int = 0, token: str | None = None, **app_kw) -> ServerHandle:
+    """Bind, start serving in a background thread, return once the server accepts requests."""
+    token, _ = resolve_token(host, token)
+    sock = bind(host, port)
+    app = create_app(token=token, bind_host=host, port=sock.getsockname()[1], **app_kw)
+    server = _Server(_config(app), app.state.host)
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="glmv-server")
+    t.start()
+    deadline = time.monotonic() + 30
+    while not server.started and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        raise RuntimeError("the server did not start")
+    return ServerHandle(app, server, t, url_for(sock, host), token)
+
+
+def serve_forever(host: str = "127.0.0.1", port: int = 0, token: str | None = None, window: bool = False,
+                  out=None, **app_kw) -> None:
+    """``glmv serve``: the URL is the first line of stdout; serves until SIGINT/SIGTERM."""
+    out = out or sys.stdout
+    token, generated = resolve_token(host, token)
+    sock = bind(host, port)
+    url = url_for(sock, host)
+    print(url, file=out, flush=True)
+    if generated:
+        print(f"glmv serve: listening beyond this computer; API token (send 'Authorization: Bearer <token>'): "
+              f"{token}", file=sys.stderr, flush=True)
+    app = create_app(token=token, bind_host=host, port=sock.getsockname()[1], **app_kw)
+    server = _Server(_config(app), app.state.host)
+    if window and _open_window(server, sock, url):
+        return
+    server.run(sockets=[sock])
+
+
+def _open_window(server: _Server, sock, url: str) -> bool:
+    """With pywebview installed and a display: the server in a thread, the UI in a window; closing
+    the window stops the server. Without pywebview: False (serve headless)."""
+    try:
+        import webview  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    webview.create_window("glmv", url)
+    webview.start()
+    server.handle_exit(0, None)
+    t.join(15)
+    return True

@@ -1,0 +1,286 @@
+"""The local HTTP server on the real tiny model: OpenAI client compatibility, the app API,
+safety checks (token, Host, Origin, body size, queue), cancellation on disconnect, `glmv serve`."""
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import http.client
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import requests
+
+from runtime import server
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "assets" / "samples" / "plate-synthetic.jpg"
+MAX_BODY = 1_000_000
+
+
+def _wait_state(url: str, headers: dict | None = None, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = requests.get(url + "api/status", headers=headers, timeout=10).json()
+        if st["state"] != "loading" or time.monotonic() > deadline:
+            return st
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def srv(converted, tmp_path_factory):
+    conv = converted("Q8_0", "Q8_0")
+    h = server.run("127.0.0.1", 0, model_dir=conv.text_path.parent, data_dir=tmp_path_factory.mktemp("data"),
+                   max_body_bytes=MAX_BODY, queue_limit=4)
+    st = _wait_state(h.url)
+    assert st["state"] == "ready", st
+    yield h
+    h.stop()
+    assert not h.thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def photo_uri() -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(SAMPLE.read_bytes()).decode()
+
+
+@pytest.fixture(scope="module")
+def client(srv):
+    from openai import OpenAI
+    return OpenAI(base_url=srv.url + "v1", api_key="unused-on-loopback", max_retries=0, timeout=60)
+
+
+def _user(text: str, uri: str | None = None) -> dict:
+    parts = [{"type": "text", "text": text}]
+    if uri:
+        parts.append({"type": "image_url", "image_url": {"url": uri}})
+    return {"role": "user", "content": parts}
+
+
+def _events(resp) -> list[dict]:
+    return [json.loads(line[6:]) for line in resp.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+
+
+# --- OpenAI-compatible ------------------------------------------------------------------------
+def test_status_and_models(srv, client):
+    st = requests.get(srv.url + "api/status").json()
+    assert st["progress"] == 1.0 and st["model"]["quant"] == "Q8_0" and st["model"]["text"].endswith(".gguf")
+    assert "cpu_variant" in st["hardware"] and isinstance(st["hardware"]["gpus"], list)
+    assert requests.get(srv.url + "health").json()["status"] == "ok"
+    ids = [m.id for m in client.models.list()]
+    assert ids == [Path(st["model"]["text"]).stem]
+
+
+def test_openai_image_non_streaming_then_follow_up_reuses_the_session(srv, client, photo_uri):
+    r = client.chat.completions.create(model="glmv", messages=[_user("What is the serial number?", photo_uri)],
+                                       max_tokens=8)
+    assert r.object == "chat.completion" and r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens > 100 and 0 < r.usage.completion_tokens <= 8   # the image's tokens count
+    before = requests.get(srv.url + "api/status").json()["sessions_reused"]
+    r2 = client.chat.completions.create(model="glmv", max_tokens=4, messages=[
+        _user("What is the serial number?", photo_uri),
+        {"role": "assistant", "content": r.choices[0].message.content}, _user("And the voltage?")])
+    assert r2.usage.prompt_tokens > r.usage.prompt_tokens
+    assert requests.get(srv.url + "api/status").json()["sessions_reused"] == before + 1
+
+
+def test_openai_streaming(client, photo_uri):
+    chunks = list(client.chat.completions.create(model="glmv", messages=[_user("Describe it.", photo_uri)],
+                                                 max_tokens=12, stream=True, stream_options={"include_usage": True}))
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finals) == 1 and finals[0].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 12
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text  # the random model still says something
+
+
+def test_openai_json_schema_output_validates(client, photo_uri):
+    schema = {"type": "object", "properties": {"serial": {"type": "string", "maxLength": 6},
+                                               "ok": {"type": "boolean"}},
+              "required": ["serial", "ok"], "additionalProperties": False}
+    r = client.chat.completions.create(model="glmv", messages=[_user("Serial number as JSON", photo_uri)],
+                                       max_tokens=60, temperature=0.7, seed=3,
+                                       response_format={"type": "json_schema",
+                                                        "json_schema": {"name": "plate", "schema": schema}})
+    jsonschema.validate(json.loads(r.choices[0].message.content, strict=False), schema)
+
+
+def test_openai_request_errors(srv):
+    url = srv.url + "v1/chat/completions"
+    remote = requests.post(url, json={"messages": [_user("hi", "https://example.com/p.jpg")]})
+    assert remote.status_code == 400 and "offline" in remote.json()["error"]["message"]
+    assert requests.post(url, json={"messages": []}).status_code == 400
+    assert requests.post(url, data=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
+    r = requests.post(url, json={"messages": [_user("hi", "data:image/png;base64,AAAA")]})
+    assert r.status_code == 400 and r.json()["error"]["message"]
+
+
+# --- app API ------------------------------------------------------------------------------------
+def test_app_flow_upload_ask_read_plate_export(srv):
+    up = requests.post(srv.url + "api/sessions", files={"photo": ("plate.jpg", SAMPLE.read_bytes(), "image/jpeg")},
+                       data={"thinking": "0"})
+    assert up.status_code == 200, up.text
+    sid = up.json()["session_id"]
+    assert up.json()["width"] % 28 == 0 and up.json()["height"] % 28 == 0
+    with requests.post(srv.url + f"api/sessions/{sid}/ask", json={"question": "What is the serial?",
+                                                                   "max_tokens": 10}, stream=True) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        ev = _events(r)
+    assert ev[-1]["type"] == "done" and ev[-1]["image_encodes"] == 1 and ev[-1]["completion_tokens"] <= 10
+    assert all(e["type"] == "piece" and e["kind"] == "answer" for e in ev[:-1])
+    info = requests.get(srv.url + f"api/sessions/{sid}").json()
+    assert [m["role"] for m in info["messages"]] == ["user", "assistant"] and info["image_encodes"] == 1
+
+    plate = requests.post(srv.url + f"api/sessions/{sid}/read-plate")
+    assert plate.status_code == 200, plate.text
+    out = plate.json()
+    assert set(out) >= {"fields", "parsed", "warnings", "raw"} and "serial_number" in out["fields"]
+    log = requests.get(srv.url + "api/readings?format=json").json()
+    assert log[-1]["photo_sha256"] == hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
+    assert log[-1]["quant"] == "Q8_0" and log[-1]["raw"] == out["raw"] and log[-1]["photo"] == "plate.jpg"
+    exp = requests.get(srv.url + "api/readings?format=csv")
+    assert "attachment" in exp.headers["content-disposition"] and exp.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(exp.text)))
+    assert rows[0][:2] == ["photo", "manufacturer"] and rows[-1][0] == "plate.jpg"
+    assert requests.get(srv.url + "api/sessions/nope").status_code == 404
+
+
+def test_bad_photo_upload_is_a_400_with_the_reason(srv):
+    r = requests.post(srv.url + "api/sessions", files={"photo": ("notes.jpg", b"this is not a photo", "image/jpeg")})
+    assert r.status_code == 400
+    assert "not an image" in r.json()["error"]["message"] and "notes.jpg" in r.json()["error"]["message"]
+
+
+# --- safety -------------------------------------------------------------------------------------
+def test_foreign_origin_and_cross_site_refused(srv):
+    own = srv.url.rstrip("/")
+    assert requests.get(srv.url + "api/status", headers={"Origin": own}).status_code == 200
+    r = requests.post(srv.url + "v1/chat/completions", json={"messages": [_user("hi")]},
+                      headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403 and r.json()["error"]["type"] == "forbidden"
+    assert requests.post(srv.url + "api/sessions", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+
+
+def test_bad_host_header_refused(srv):
+    port = srv.url.rsplit(":", 1)[1].strip("/")
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1:1"):
+        r = requests.get(srv.url + "api/status", headers={"Host": host})
+        assert r.status_code == 421, host
+    assert requests.get(srv.url + "health", headers={"Host": f"localhost:{port}"}).status_code == 200
+
+
+def test_oversize_body_refused_with_the_limit(srv):
+    big = b"x" * (MAX_BODY + 1000)
+    r = requests.post(srv.url + "v1/chat/completions", data=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and str(MAX_BODY) in r.json()["error"]["message"]
+    # no Content-Length (chunked): the limit is enforced while the body streams in
+    r = requests.post(srv.url + "v1/chat/completions", data=(big[i:i + 65536] for i in range(0, len(big), 65536)),
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and str(MAX_BODY) in r.json()["error"]["message"]
+
+
+def test_concurrent_requests_answered_or_cleanly_refused(srv):
+    results: list = [None] * 20
+
+    def one(i):
+        r = requests.post(srv.url + "v1/chat/completions", timeout=120, json={
+            "messages": [_user(f"question number {i}?")], "max_tokens": 24})
+        results[i] = (r.status_code, r.headers.get("retry-after"), r.json())
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    codes = [r[0] for r in results]
+    assert set(codes) <= {200, 429} and codes.count(200) >= 1, codes
+    for code, retry, body in results:
+        if code == 429:
+            assert retry and "busy" in body["error"]["message"]
+        else:
+            assert body["choices"][0]["message"]["content"] is not None
+    assert requests.get(srv.url + "health").json()["status"] == "ok"
+    assert requests.get(srv.url + "api/status").json()["queued"] == 0
+
+
+def test_client_disconnect_cancels_the_generation(srv):
+    before = requests.get(srv.url + "api/status").json()["generations_cancelled"]
+    port = int(srv.url.rsplit(":", 1)[1].strip("/"))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/v1/chat/completions", json.dumps({
+        "messages": [_user("Tell a very long story.")], "max_tokens": 4000, "stream": True}),
+        {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    while not resp.fp.readline().startswith(b"data: "):
+        pass
+    t0 = time.monotonic()
+    resp.close()
+    conn.close()
+    # 4000 tokens take the tiny model well over ten seconds: a cancelled one frees the engine at once
+    while time.monotonic() - t0 < 5:
+        st = requests.get(srv.url + "api/status").json()
+        if st["generations_cancelled"] > before and not st["busy"]:
+            break
+        time.sleep(0.05)
+    assert st["generations_cancelled"] == before + 1 and not st["busy"], st
+    t1 = time.monotonic()
+    r = requests.post(srv.url + "v1/chat/completions", json={"messages": [_user("next?")], "max_tokens": 4})
+    assert r.status_code == 200 and time.monotonic() - t1 < 5
+
+
+# --- token, no model, CLI -------------------------------------------------------------------------
+def test_token_required_beyond_loopback(tmp_path):
+    h = server.run("0.0.0.0", 0, model_dir=tmp_path, data_dir=tmp_path / "data")
+    try:
+        assert h.token and h.url.startswith("http://127.0.0.1:")
+        r = requests.get(h.url + "api/status")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert requests.get(h.url + "v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert requests.get(h.url + "api/status", headers={"Authorization": f"Bearer {h.token}"}).status_code == 200
+    finally:
+        h.stop()
+
+
+def test_no_model_reports_where_to_put_the_files(tmp_path):
+    h = server.run("127.0.0.1", 0, model_dir=tmp_path / "models-empty", data_dir=tmp_path / "data", token="t0k")
+    auth = {"Authorization": "Bearer t0k"}
+    try:
+        assert requests.get(h.url + "api/status").status_code == 401  # an explicit token applies on loopback too
+        st = _wait_state(h.url, auth)
+        assert st["state"] == "no_model" and "models-empty" in st["message"]
+        for method, path in (("get", "v1/models"), ("post", "v1/chat/completions"), ("post", "api/sessions")):
+            r = getattr(requests, method)(h.url + path, headers=auth, json={"messages": [_user("hi")]})
+            assert r.status_code == 503 and r.json()["error"]["message"] == st["message"], path
+        assert requests.get(h.url + "health").json()["model_state"] == "no_model"
+    finally:
+        h.stop()
+
+
+def test_glmv_serve_prints_url_first_and_stops_on_sigterm(converted, tmp_path):
+    conv = converted("Q8_0", "Q8_0")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--model-dir", str(conv.text_path.parent),
+                          "--data-dir", str(tmp_path), "--no-window"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = p.stdout.readline().rstrip("\n")
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url), url
+        assert _wait_state(url)["state"] == "ready"
+        assert requests.get(url + "health").json()["model_state"] == "ready"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
