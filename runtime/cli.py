@@ -465,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.cpu_probe import PROBE_FLAG, run_probe
     if argv[:1] == [PROBE_FLAG]:  # the frozen bundle re-executes itself to test a CPU variant
         return run_probe()
+    if not argv:  # a double-click: the server and its window (or the browser)
+        argv = ["serve"]
     a = build_parser().parse_args(argv)
     if not getattr(a, "fn", None):
         build_parser().print_help()

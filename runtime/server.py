@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -494,22 +495,38 @@ def serve_forever(host: str = "127.0.0.1", port: int = 0, token: str | None = No
               f"{token}", file=sys.stderr, flush=True)
     app = create_app(token=token, bind_host=host, port=sock.getsockname()[1], **app_kw)
     server = _Server(_config(app), app.state.host)
-    if window and _open_window(server, sock, url):
+    if not window:
+        server.run(sockets=[sock])
         return
-    server.run(sockets=[sock])
+    _serve_with_ui(server, sock, url)
 
 
-def _open_window(server: _Server, sock, url: str) -> bool:
-    """With pywebview installed and a display: the server in a thread, the UI in a window; closing
-    the window stops the server. Without pywebview: False (serve headless)."""
-    try:
-        import webview  # type: ignore[import-not-found]
-    except ImportError:
-        return False
-    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+def _serve_with_ui(server: _Server, sock, url: str) -> None:
+    """Server in a thread, the UI in a window (a child process) or the browser; closing the
+    window, Ctrl-C or SIGTERM stops the server cleanly."""
+    from .launcher import open_ui
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="glmv-server")
     t.start()
-    webview.create_window("glmv", url)
-    webview.start()
-    server.handle_exit(0, None)
-    t.join(15)
-    return True
+    deadline = time.monotonic() + 30
+    while not server.started and t.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    child = None
+    try:
+        child = open_ui(url)
+        while t.is_alive() and not stop.is_set():
+            if child is not None and child.poll() is not None:
+                if child.returncode == 0:
+                    break  # the user closed the window
+                print(f"glmv: the window stopped unexpectedly (exit {child.returncode}); the server keeps "
+                      "running", file=sys.stderr, flush=True)
+                child = open_ui(url, window=False)
+            stop.wait(0.25)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if child is not None and child.poll() is None:
+            child.terminate()
+        server.handle_exit(0, None)
+        t.join(15)
