@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glmv-setup
 
-.PHONY: setup demo test bench clean llama-wheel
+.PHONY: setup demo test bench clean llama-wheel system-deps
 
 setup: $(STAMP)
 
@@ -22,7 +22,22 @@ $(STAMP): pyproject.toml portable_build/llama_build.py
 demo: setup
 	$(BIN)/glmv demo
 
-test: setup
+# Debian packages the tests need: Chromium (the browser test drives it through the Playwright pip
+# wheel; never `playwright install`), CJK fonts for the Chinese UI, Xvfb and Qt's xcb libraries for
+# the real pywebview window. Idempotent and instant when present; without root (or apt) it only
+# says what to install; a failed install warns, and the tests that need a package skip with why.
+SYSTEM_PKGS := chromium fonts-noto-cjk xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-image0 \
+  libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 \
+  libxkbcommon-x11-0 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libasound2
+system-deps:
+	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "system-deps: all present"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "system-deps: no apt-get; install:$$missing"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "system-deps: not root; run: sudo apt-get install -y$$missing"; \
+	else (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing) \
+	  || echo "system-deps: apt-get failed; tests that need$$missing will skip"; fi
+
+test: setup system-deps
 	$(BIN)/python -m pytest -q tests
 
 bench: setup

@@ -1,0 +1,283 @@
+"""The web UI (assets/ui/) end to end in headless Chromium against the real `glmv serve` and the
+tiny converted model: upload through the file input, crop, a streamed answer, the nameplate
+table, exports, the language switch, layout at 1024×600 on a 2× screen, and a screenshot at
+build/ui-screenshot.png.
+
+Needs Debian's Chromium (`make system-deps`) and Playwright for Python (the pip wheel carries
+its driver; `playwright install` is never needed: we launch /usr/bin/chromium)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "assets" / "samples" / "plate-synthetic.jpg"
+SCREENSHOT = ROOT / "build" / "ui-screenshot.png"
+CHROMIUM = os.environ.get("GLMV_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+W, H = 1024, 600
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
+                                                             "(pip install -e '.[test]')")
+
+
+def _chromium() -> str:
+    """The browser binary; try to install it (root, Debian) before giving up with a clear skip."""
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run("apt-get update -q && apt-get install -y -q --no-install-recommends chromium fonts-noto-cjk",
+                       shell=True, capture_output=True, timeout=600)
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent and could not be installed (run `make system-deps` as root)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def served(converted, tmp_path_factory):
+    """`glmv serve` as a user starts it, on the tiny model, with its own data folder."""
+    conv = converted("Q8_0", "Q8_0")
+    data = tmp_path_factory.mktemp("ui-data")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--model-dir", str(conv.text_path.parent),
+                          "--data-dir", str(data), "--no-window"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = p.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), (url, p.stderr.read() if p.poll() is not None else "")
+        deadline = time.monotonic() + 60
+        while requests.get(url + "api/status", timeout=10).json()["state"] == "loading":
+            assert time.monotonic() < deadline, "the model did not load in 60 s"
+            time.sleep(0.1)
+        yield url
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = _chromium()
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _page(browser, locale: str):
+    ctx = browser.new_context(viewport={"width": W, "height": H}, device_scale_factor=2, locale=locale,
+                              accept_downloads=True)
+    page = ctx.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text} {m.location}")
+            if m.type == "error" else None)
+    # everything must be local: any request that leaves the server is a bug (CDN, web font)
+    page.on("request", lambda r: problems.append(f"external request: {r.url}")
+            if not r.url.startswith(("http://127.0.0.1", "blob:", "data:")) else None)
+    return ctx, page, problems
+
+
+def test_ui_end_to_end(served, browser):
+    ctx, page, problems = _page(browser, "en-US")
+    try:
+        page.goto(served)
+        expect = sync_api.expect
+        expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=60_000)
+        expect(page.locator("#open")).to_have_text("Open photo…")
+        expect(page.locator("#st-quant")).to_have_text("Q8_0")
+        assert page.locator("#st-cpu").inner_text() not in ("", "—")
+
+        # --- photo through the file input; canvas drawn at device resolution (2×) ---
+        page.set_input_files("#file", str(SAMPLE))
+        expect(page.locator("#photo-info")).to_contain_text("plate-synthetic.jpg · 672×448")
+        cw, css_w = page.evaluate("(c => [c.width, c.clientWidth])(document.querySelector('#canvas'))")
+        assert cw == round(css_w * 2), (cw, css_w)
+        page.click("#rot-right")
+        expect(page.locator("#photo-info")).to_contain_text("448×672")
+        page.click("#rot-left")
+        expect(page.locator("#photo-info")).to_contain_text("672×448")
+
+        # --- crop: drag over the left ~60% of the photo, "Use crop" ---
+        box = page.locator("#canvas").bounding_box()
+        x0, y0 = box["x"] + box["width"] * 0.05, box["y"] + box["height"] * 0.2
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + box["width"] * 0.3, y0 + box["height"] * 0.3, steps=5)
+        page.mouse.move(x0 + box["width"] * 0.6, y0 + box["height"] * 0.6, steps=5)
+        page.mouse.up()
+        expect(page.locator("#use-crop")).to_be_enabled()
+        page.click("#use-crop")
+        expect(page.locator("#photo-info")).to_contain_text("crop")
+        expect(page.locator("#full-photo")).to_be_enabled()
+
+        # --- ask (Enter sends): the cropped view is uploaded, the answer streams in pieces ---
+        page.evaluate("""() => {
+            window.__pieces = 0;
+            new MutationObserver((ms) => { for (const m of ms)
+                if (m.target.closest && m.target.closest('.msg.assistant .text')) window.__pieces++; })
+              .observe(document.querySelector('#messages'), {childList: true, subtree: true, characterData: true});
+        }""")
+        page.fill("#question", "What is the rated voltage?")
+        with page.expect_response(lambda r: r.url.endswith("/api/sessions") and r.request.method == "POST") as up:
+            page.press("#question", "Enter")
+        session = up.value.json()
+        assert up.value.status == 200, session
+        assert session["width"] < 672 and session["height"] < 448, session   # only the crop was sent
+        expect(page.locator(".msg.user .text")).to_have_text("What is the rated voltage?")
+        answer = page.locator(".msg.assistant").last
+        expect(answer).to_have_attribute("data-state", "done", timeout=60_000)
+        assert answer.locator(".text").inner_text().strip(), "no streamed text in the answer bubble"
+        expect(answer.locator(".meta")).to_contain_text("tokens")
+        assert page.evaluate("window.__pieces") >= 2, "the answer did not arrive in several pieces"
+        assert page.locator("#st-tps").inner_text() != "—"
+        # the server kept the same conversation
+        convo = requests.get(f"{served}api/sessions/{session['session_id']}", timeout=10).json()
+        assert any(m.get("role") == "assistant" for m in convo["messages"]), convo
+
+        # --- Esc stops a streaming answer (the tiny model runs to 1024 tokens: ~2 s to catch it) ---
+        page.fill("#question", "Describe everything on this plate, line by line.")
+        page.press("#question", "Enter")
+        second = page.locator(".msg.assistant").nth(1)
+        expect(second.locator(".text")).not_to_be_empty(timeout=60_000)
+        assert second.get_attribute("data-state") == "streaming"
+        expect(page.locator("#stop")).to_be_enabled()
+        page.keyboard.press("Escape")
+        expect(second).to_have_attribute("data-state", "stopped")
+        expect(second.locator(".text")).to_contain_text("(stopped)")
+        expect(page.locator("#send")).to_be_enabled()
+        deadline = time.monotonic() + 10    # the server stopped generating (cancel + disconnect)
+        while requests.get(f"{served}api/sessions/{session['session_id']}", timeout=10).json()["busy"]:
+            assert time.monotonic() < deadline, "the generation kept running after Stop"
+            time.sleep(0.05)
+
+        # --- "Whole photo", then Read nameplate: a table of all fields ---
+        page.click("#full-photo")
+        expect(page.locator("#photo-info")).to_contain_text("672×448")
+        page.click("#read-plate")
+        expect(page.locator("#plate")).to_be_visible(timeout=60_000)
+        rows = page.locator("#plate-table tbody tr")
+        assert rows.count() >= 17
+        expect(rows.first.locator("th")).to_have_text("Manufacturer")
+        assert page.locator("#plate-warnings li").count() >= 1      # warnings, or "No warnings."
+        expect(page.locator("#read-plate")).to_be_enabled()
+
+        # --- exports: real downloads of what the server logged ---
+        with page.expect_download() as dl:
+            page.click("#export-csv")
+        assert dl.value.suggested_filename == "readings.csv"
+        table = list(csv.reader(io.StringIO(Path(dl.value.path()).read_text(encoding="utf-8"))))
+        assert table[0][:2] == ["photo", "manufacturer"] and len(table) == 2, table
+        assert table[1][0] == "plate-synthetic.jpg"
+        with page.expect_download() as dl:
+            page.click("#export-json")
+        log = json.loads(Path(dl.value.path()).read_text(encoding="utf-8"))
+        assert len(log) == 1 and "fields" in log[0], log
+
+        # --- layout at 1024×600: no horizontal scroll, ask box and buttons on screen ---
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        assert page.evaluate("document.body.scrollWidth <= document.body.clientWidth")
+        for sel in ("#question", "#send", "#stop", "#read-plate"):
+            b = page.locator(sel).bounding_box()
+            assert b and b["y"] >= 0 and b["y"] + b["height"] <= H and b["x"] + b["width"] <= W, (sel, b)
+
+        # --- keyboard: Tab reaches the buttons with a visible focus outline ---
+        page.focus("#open")
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.id")
+        assert focused == "rot-left", focused
+        assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
+
+        # --- language switch: visible strings turn Chinese ---
+        page.click("#lang")
+        expect(page.locator("#open")).to_have_text("打开照片…")
+        expect(page.locator("#read-plate")).to_have_text("识读铭牌")
+        expect(rows.first.locator("th")).to_have_text("制造商")
+        expect(page.locator("#state")).to_have_text("就绪")
+        assert page.evaluate("document.documentElement.lang") == "zh-CN"
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT))
+        assert not problems, problems
+    finally:
+        ctx.close()
+
+
+def test_ui_chinese_default_bad_photo_and_reasoning(served, browser, tmp_path):
+    ctx, page, problems = _page(browser, "zh-CN")
+    ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=served.rstrip("/"))
+    try:
+        page.goto(served)
+        sync_api.expect(page.locator("#open")).to_have_text("打开照片…")
+        # a file the browser cannot decode is refused before upload, with a message in Chinese
+        bad = tmp_path / "broken.jpg"
+        bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        page.set_input_files("#file", str(bad))
+        sync_api.expect(page.locator("#notice")).to_be_visible()
+        sync_api.expect(page.locator("#notice-text")).to_contain_text("broken.jpg")
+        sync_api.expect(page.locator("#notice-text")).to_contain_text("浏览器无法打开")
+        assert page.locator("#read-plate").is_disabled()
+
+        # The tiny random model never closes a <think> block, so the reasoning display is checked
+        # on a canned stream in the server's format (the upload before it is real).
+        events = [{"type": "piece", "kind": "reasoning", "text": "铭牌上写着 400 V"},
+                  {"type": "piece", "kind": "answer", "text": "额定电压是 "},
+                  {"type": "piece", "kind": "answer", "text": "400 V。"},
+                  {"type": "done", "finish_reason": "stop", "prompt_tokens": 300, "completion_tokens": 12,
+                   "ttft_ms": 80.0, "decode_tps": 25.0, "cached": False, "image_encodes": 1}]
+        body = "".join("data: " + json.dumps(e, ensure_ascii=False) + "\n\n" for e in events)
+        sent = []
+        page.route("**/ask", lambda route: (sent.append(route.request.post_data_json), route.fulfill(
+            status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"}, body=body)))
+        page.set_input_files("#file", str(SAMPLE))
+        page.check("#thinking")
+        page.fill("#question", "额定电压是多少？")
+        page.click("#send")
+        reply = page.locator(".msg.assistant").last
+        sync_api.expect(reply).to_have_attribute("data-state", "done")
+        sync_api.expect(reply.locator(".text")).to_have_text("额定电压是 400 V。")
+        assert reply.locator("details").get_attribute("open") is None          # collapsed
+        sync_api.expect(reply.locator("details summary")).to_have_text("推理过程")
+        assert reply.locator("details > div").text_content() == "铭牌上写着 400 V"
+        sync_api.expect(reply.locator(".meta")).to_contain_text("25 token/秒")
+        assert sent == [{"question": "额定电压是多少？", "thinking": True}], sent
+
+        # warnings highlight their rows (canned reading: the table logic, not the model, is tested)
+        reading = {"fields": {"manufacturer": "VOLTARA", "rated_voltage": "400 V", "current": "14.8 A",
+                              "power": "75 kW", "ip_rating": "IPX", "other": [{"name": "Weight", "value": "60 kg"}]},
+                   "parsed": {"rated_voltage": {"value": 400, "unit": "V"}},
+                   "warnings": ["ip_rating: 'IPX' is not an IP code such as IP55",
+                                "power 75000 W does not match √3·V·I·PF·η = 7800 W (ratio 9.6); one of voltage, "
+                                "current or power may be misread"], "raw": "{}"}
+        page.route("**/read-plate", lambda route: route.fulfill(json=reading))
+        page.click("#read-plate")
+        rows = page.locator("#plate-table tbody tr")
+        sync_api.expect(rows).to_have_count(18)
+        warned = page.locator("#plate-table tbody tr.warn th").all_inner_texts()
+        assert sorted(warned) == sorted(["额定电压", "电流", "功率", "防护等级"]), warned
+        sync_api.expect(page.locator("#plate-warnings li")).to_have_count(2)
+        sync_api.expect(rows.last).to_contain_text("Weight")
+        page.click("#copy")
+        sync_api.expect(page.locator("#notice-text")).to_have_text("已复制到剪贴板。")
+        copied = page.evaluate("navigator.clipboard.readText()")
+        assert "制造商\tVOLTARA" in copied and "额定电压\t400 V" in copied and "IPX" in copied, copied
+        assert not problems, problems
+    finally:
+        ctx.close()
