@@ -362,7 +362,7 @@ def cmd_serve(a) -> int:
         return _engine(a, text, mmproj)
     try:
         server.serve_forever(a.host, a.port, a.token, window=not a.no_window, data_dir=data_dir(a.data_dir),
-                             n_ctx=a.ctx, locate=locate, engine_factory=factory)
+                             n_ctx=a.ctx, locate=locate, engine_factory=factory, default_max_tokens=a.max_tokens)
     except server.BindError as e:
         _err(str(e))
         return EXIT_USAGE
@@ -447,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--data-dir")
     sv.add_argument("--no-window", action="store_true", help="do not open the desktop window (headless)")
     sv.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default 8192)")
+    sv.add_argument("--max-tokens", type=int, default=1024, help="answer length limit for the UI (default 1024)")
     sv.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     sv.add_argument("--no-cache", action="store_true", help="do not reuse or store cached greedy answers")
     sv.add_argument("--verify", action="store_true", help="check sha256 against manifest.json first")

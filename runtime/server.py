@@ -98,7 +98,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
                allowed_hosts: tuple[str, ...] | list[str] = (), max_body_bytes: int = DEFAULT_MAX_BODY,
                queue_limit: int = 4, engine_factory: Callable | None = None, bind_host: str = "127.0.0.1",
                port: int = 0, n_ctx: int = 8192, pixel_budget: int | None = None,
-               locate: Callable[[], tuple[Path, Path]] | None = None):
+               locate: Callable[[], tuple[Path, Path]] | None = None, default_max_tokens: int = 1024):
     """The ASGI app (a :class:`Guard` around Starlette). ``engine_factory(text, mmproj, progress)``
     builds the Engine (default: 8k context, answer cache in the data folder). ``app.state`` of
     the inner app holds ``host`` (the ModelHost) and ``policy`` (set ``policy.port`` once bound)."""
@@ -197,7 +197,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
         question = body.get("question")
         if not isinstance(question, str) or not question.strip():
             return err(400, "'question' must be a non-empty string")
-        max_tokens = body.get("max_tokens", 1024)
+        max_tokens = body.get("max_tokens", default_max_tokens)
         if not isinstance(max_tokens, int) or max_tokens < 1:
             return err(400, "max_tokens must be a positive integer")
         if s.generation is not None:

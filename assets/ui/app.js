@@ -394,7 +394,7 @@ async function ask() {
     const resp = await api(`/api/sessions/${running.sid}/ask`, {
       method: "POST", signal: controller.signal,
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ question, thinking: $("#thinking").checked }),
+      body: JSON.stringify(askBody(question)),
     });
     for await (const ev of sseEvents(resp)) {
       if (ev.type === "piece" && ev.kind === "reasoning") {
@@ -678,3 +678,12 @@ wire();
 applyLang();
 updateButtons();
 pollStatus();
+
+// The ask request. An optional answer-length limit (localStorage "glmv.maxTokens", an advanced
+// setting) lets a slow machine keep answers short; without it the server's default applies.
+function askBody(question) {
+  const body = { question, thinking: $("#thinking").checked };
+  const limit = parseInt(localStorage.getItem("glmv.maxTokens") || "", 10);
+  if (limit > 0) body.max_tokens = limit;
+  return body;
+}
