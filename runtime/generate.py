@@ -82,7 +82,7 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
         n += 1
         n_past, _ = pair.decode_tokens([tok], n_past, logits="flag")
         on_token(tok)
-        timings.n_decoded = n - 1
+        timings.n_decoded = n  # decode_ms spans the n decodes since the first sample
         timings.decode_ms = 1000 * (time.perf_counter() - t_first)
         if tok == think_open and mode in ("expect", "answer") and thinking:
             mode, pending = "reasoning", b""
