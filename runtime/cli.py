@@ -306,7 +306,7 @@ def cmd_doctor(a) -> int:
             models.append({"folder": str(d), "text": text.name, "mmproj": mmproj.name})
         except Exception:
             continue
-    report = {"cpu": hardware.cpu_name(), "cores_physical": __import__("runtime.engine", fromlist=["x"]).physical_cores(),
+    report = {"cpu": hardware.cpu_name(), "cores_physical": hardware.physical_cores(),
               "cores_logical": os.cpu_count(), "cpu_variant": info.cpu_variant,
               "cpu_features": [k for k, v in info.cpu_features.items() if v == "1"],
               "ram_total_mib": mem.total // 2**20, "ram_available_mib": mem.available // 2**20,

@@ -1,7 +1,6 @@
 """The one Python API the CLI, the HTTP API and the UI use: load a GGUF pair, open sessions."""
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -9,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .answer_cache import AnswerCache
+from .hardware import physical_cores
 from .generate import Step
 from .images import PreparedImage
 from .llama_model import LlamaPair
@@ -81,19 +81,3 @@ class Engine:
     def close(self) -> None:
         self.pair.close()
 
-
-def physical_cores() -> int:
-    """Physical cores (hyper-threads slow llama.cpp down); falls back to the logical count."""
-    try:
-        ids = set()
-        phys = None
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("physical id"):
-                phys = line.split(":")[1].strip()
-            elif line.startswith("core id"):
-                ids.add((phys, line.split(":")[1].strip()))
-        if ids:
-            return len(ids)
-    except OSError:
-        pass
-    return max(1, os.cpu_count() or 1)

@@ -33,6 +33,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def physical_cores() -> int:
+    """Physical cores (hyper-threads slow llama.cpp down); falls back to the logical count."""
+    try:
+        ids = set()
+        phys = None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("physical id"):
+                phys = line.split(":")[1].strip()
+            elif line.startswith("core id"):
+                ids.add((phys, line.split(":")[1].strip()))
+        if ids:
+            return len(ids)
+    except OSError:
+        pass
+    return max(1, os.cpu_count() or 1)
+
+
 def memory() -> Memory:
     if sys.platform == "win32":
         class MEMORYSTATUSEX(ctypes.Structure):
