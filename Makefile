@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glmv-setup
 
-.PHONY: setup demo test bench clean llama-wheel system-deps
+.PHONY: setup demo test bench clean llama-wheel system-deps bundle
 
 setup: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml portable_build/llama_build.py
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m portable_build.llama_build > $(VENV)/llama-wheel.txt
 	$(BIN)/python -m pip install -q --no-deps --force-reinstall "$$(cat $(VENV)/llama-wheel.txt)"
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,bundle]'
 	$(BIN)/python -c "import runtime.backends as b; b.import_llama_cpp(); print('llama.cpp CPU variant:', b.ensure_loaded().cpu_variant)"
 	touch $(STAMP)
 
@@ -28,7 +28,8 @@ demo: setup
 # says what to install; a failed install warns, and the tests that need a package skip with why.
 SYSTEM_PKGS := chromium fonts-noto-cjk xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-image0 \
   libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 \
-  libxkbcommon-x11-0 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libasound2
+  libxkbcommon-x11-0 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libasound2 \
+  qemu-user strace fonts-dejavu-core fonts-wqy-microhei
 system-deps:
 	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then echo "system-deps: all present"; \
@@ -37,11 +38,21 @@ system-deps:
 	else (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing) \
 	  || echo "system-deps: apt-get failed; tests that need$$missing will skip"; fi
 
-test: setup system-deps
-	$(BIN)/python -m pytest -q tests
+# The portable USB folder (PyInstaller onedir): rebuilt when the code, assets or recipe change.
+BUNDLE      := dist/glmv-portable
+BUNDLE_INFO := $(BUNDLE)/_internal/BUILD-INFO.json
+BUNDLE_SRC  := $(wildcard runtime/*.py convert/*.py portable_build/*.py portable_build/glmv.spec \
+                 portable_build/layout/* assets/ui/* assets/samples/*)
+bundle: $(BUNDLE_INFO)
+$(BUNDLE_INFO): $(STAMP) $(BUNDLE_SRC)
+	$(BIN)/python -m portable_build.bundle --out $(BUNDLE)
+
+# The frozen-bundle tests (tests/test_bundle.py) run against the bundle built here.
+test: setup system-deps bundle
+	GLMV_BUNDLE_DIR=$(CURDIR)/$(BUNDLE) $(BIN)/python -m pytest -q tests
 
 bench: setup
 	$(BIN)/python bench/convert_bench.py
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) build dist .pytest_cache

@@ -100,7 +100,8 @@ def _fetch_sdist(version: str, dest: Path) -> Path:
         return found[0]
     _log(f"downloading the llama-cpp-python {version} source distribution")
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                    f"llama-cpp-python=={version}", "-d", str(dest)], check=True)
+                    f"llama-cpp-python=={version}", "-d", str(dest)], check=True,
+                   stdout=sys.stderr)  # stdout is the wheel path only (the Makefile reads it)
     return next(dest.glob(f"llama_cpp_python-{version}.tar.gz"))
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 _lock = threading.Lock()
 _info: "BackendInfo | None" = None
 _chosen_variant: str | None = None
+NOTES: list[str] = []   # one line per backend that is shipped but cannot run here (printed once)
 
 # The ggml library that libllama links, per platform (first existing wins).
 GGML_LIB_NAMES = {
@@ -48,7 +49,8 @@ def _install_log() -> None:
     def cb(level: int, text: bytes, _user) -> None:
         msg = (text or b"").decode(errors="replace")
         LOG_TAIL.append(msg)
-        if verbose or level == 4:
+        # ggml's own "failed to load" for a GPU backend without its driver is said once, better, by NOTES
+        if verbose or (level == 4 and not msg.startswith("load_backend: failed to load")):
             sys.stderr.write(msg)
 
     _log_cb = llama_cpp.llama_log_callback(cb)  # kept referenced: C holds the pointer
@@ -82,6 +84,7 @@ class BackendInfo:
     devices: list[Device]
     cpu_variant: str | None
     cpu_features: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def gpus(self) -> list[Device]:
@@ -213,8 +216,27 @@ def _load_backends(lib: ctypes.CDLL, d: Path) -> None:
     _chosen_variant = variant_name(chosen[0])
     for p in sorted(d.glob(OTHER_BACKEND_GLOB)):
         stem = p.name.removeprefix("lib")
-        if not stem.startswith(NOT_BACKENDS) and not p.is_symlink():
-            lib.ggml_backend_load(str(p).encode())  # a GPU backend without its driver just fails to load
+        if not stem.startswith(NOT_BACKENDS) and not p.is_symlink() and not lib.ggml_backend_load(str(p).encode()):
+            # a GPU backend without its driver (no libcuda / libvulkan) fails to load: the CPU does the work
+            NOTES.append(f"glmv: {variant_label(p)} backend present but not usable here ({_dlopen_error(p)}); "
+                         "using the CPU")
+
+
+def variant_label(p: Path) -> str:
+    return p.name.removeprefix("lib").split(".")[0].removeprefix("ggml-").upper()
+
+
+def _dlopen_error(p: Path) -> str:
+    """Why the dynamic loader refuses ``p`` (e.g. "libcuda.so.1: cannot open shared object file")."""
+    import _ctypes  # the loader's own message: a frozen app's ctypes.CDLL replaces it with a generic one
+    try:
+        if sys.platform == "win32":
+            _ctypes.LoadLibrary(str(p))
+        else:
+            _ctypes.dlopen(str(p), ctypes.RTLD_LOCAL)
+    except OSError as e:
+        return str(e).replace(str(p) + ": ", "")
+    return "no usable device"
 
 
 def ensure_loaded() -> BackendInfo:
@@ -247,8 +269,10 @@ def ensure_loaded() -> BackendInfo:
                                   (lib.ggml_backend_dev_description(dev) or b"").decode(),
                                   DEVICE_TYPES.get(lib.ggml_backend_dev_type(dev), "other"),
                                   free.value, total.value))
+        for note in NOTES:
+            print(note, file=sys.stderr, flush=True)
         if not any(dv.kind == "cpu" for dv in devices):
             raise BackendError(f"no CPU backend could be loaded from {d}: the llama.cpp build is missing its "
                                "libggml-cpu-*.so variant libraries (rebuild with `make setup`)")
-        _info = BackendInfo(d, regs, devices, _chosen_variant or _loaded_cpu_variant(), feats)
+        _info = BackendInfo(d, regs, devices, _chosen_variant or _loaded_cpu_variant(), feats, list(NOTES))
         return _info

@@ -13,6 +13,7 @@ Commands:
   glmv doctor [--json]                        CPU and flags, llama.cpp CPU variant, RAM, GPU/VRAM,
                                               models found, the quant recommended for this machine
   glmv demo                                   build the demo model once, ask about a sample plate
+  glmv --self-test                            offline end-to-end check on the demo model (JSON report)
   glmv serve [--host H] [--port P] [--token T] local HTTP server (web UI, app API, OpenAI-compatible
                                               /v1); prints its URL as the first line of stdout
 
@@ -28,8 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.demo_model import resources_dir
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INPUT, EXIT_RESOURCES = 0, 1, 2, 3, 4
-SAMPLE_PLATE = Path(__file__).resolve().parent.parent / "assets" / "samples" / "plate-synthetic.jpg"
+SAMPLE_PLATE = resources_dir() / "assets" / "samples" / "plate-synthetic.jpg"
 DEMO_QUESTION = "What is the serial number on this nameplate?"
 
 
@@ -212,33 +215,42 @@ def cmd_chat(a) -> int:
     return EXIT_OK
 
 
-def cmd_read_plate(a) -> int:
+def read_plate_photo(eng, path: Path, img, *, sampling, max_tokens: int, use_cache: bool, log: Path,
+                     quant: str | None):
+    """One photo through the read-plate prompt under the schema's grammar; appended to ``log``.
+    Returns (PlateReading, last Step)."""
     import hashlib
-    from runtime import images, plate
+    from runtime import plate
     from runtime.generate import collect
+    session = eng.session(img)
+    raw, _, last = collect(session.ask(plate.PROMPT, max_tokens=max_tokens, sampling=sampling, use_cache=use_cache))
+    r = plate.reading_from_answer(raw)
+    if last.finish_reason == "length":
+        r.warnings.append(f"the answer was cut at {max_tokens} tokens (--max-tokens)")
+    plate.append_log(log, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "photo": str(path),
+                           "photo_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                           "model": eng.text_path.name, "mmproj": eng.mmproj_path.name, "quant": quant,
+                           "fields": r.fields, "warnings": r.warnings, "raw": raw, "cached": last.cached})
+    return r, last
+
+
+def cmd_read_plate(a) -> int:
+    from runtime import images, plate
+    from runtime.model_files import manifest_quant
     from runtime.paths import data_dir
     from runtime.sampling import SamplingOptions
     text, mmproj = locate_pair(a)
     prepared = [(Path(p), images.load(p, pixel_budget=a.pixel_budget)) for p in a.photos]  # fail before loading
     eng = _engine(a, text, mmproj)
     log = data_dir(a.data_dir) / "readings.jsonl"
-    quant = next((e.get("quant") for e in (json.loads((text.parent / "manifest.json").read_text()).get("files") or {}).values()
-                  if e.get("file") == text.name), None) if (text.parent / "manifest.json").is_file() else None
+    quant = manifest_quant(text)
     results = []
     sampling = SamplingOptions(temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                                json_schema=json.dumps(plate.SCHEMA))
     try:
         for path, img in prepared:
-            session = eng.session(img)
-            raw, _, last = collect(session.ask(plate.PROMPT, max_tokens=a.max_tokens, sampling=sampling,
-                                               use_cache=not a.no_cache))
-            r = plate.reading_from_answer(raw)
-            if last.finish_reason == "length":
-                r.warnings.append(f"the answer was cut at {a.max_tokens} tokens (--max-tokens)")
-            plate.append_log(log, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "photo": str(path),
-                                   "photo_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                                   "model": text.name, "mmproj": mmproj.name, "quant": quant,
-                                   "fields": r.fields, "warnings": r.warnings, "raw": raw, "cached": last.cached})
+            r, _ = read_plate_photo(eng, path, img, sampling=sampling, max_tokens=a.max_tokens,
+                                    use_cache=not a.no_cache, log=log, quant=quant)
             results.append((str(path), r))
     finally:
         eng.close()
@@ -331,22 +343,24 @@ def cmd_doctor(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from convert.converter import convert
-    from convert.synth import make_checkpoint
+    from runtime.demo_model import demo_pair
     from runtime.paths import data_dir
-    root = data_dir(a.data_dir) / "demo"
     print("glmv demo: the synthetic demo model has RANDOM weights — its answers are meaningless noise.\n"
           "It shows the real pipeline (checkpoint → GGUF → llama.cpp + mtmd). For real answers, convert\n"
           "GLM-4.6V-Flash with `glmv convert <hf-folder> --out models/` and run `glmv ask PHOTO \"question\"`.\n",
           file=sys.stderr)
     t0 = time.perf_counter()
-    src = make_checkpoint(root / "checkpoint", "tiny", seed=0)
-    conv = convert(src, root / "gguf", quant="Q4_K_M", mmproj_quant="Q8_0", name="glmv-demo", progress=False)
-    print(f"demo model ready in {time.perf_counter() - t0:.1f}s: {conv.text_path.name} + {conv.mmproj_path.name}"
-          f" in {conv.text_path.parent}", file=sys.stderr)
+    text, mmproj = demo_pair(data_dir(a.data_dir))
+    print(f"demo model ready in {time.perf_counter() - t0:.1f}s: {text.name} + {mmproj.name} in {text.parent}",
+          file=sys.stderr)
     print(f"Q: {DEMO_QUESTION}  (photo: {SAMPLE_PLATE.name})", file=sys.stderr)
-    _ask(conv.text_path, conv.mmproj_path, SAMPLE_PLATE, DEMO_QUESTION, a)
+    _ask(text, mmproj, SAMPLE_PLATE, DEMO_QUESTION, a)
     return EXIT_OK
+
+
+def cmd_self_test(a) -> int:
+    from runtime import self_test
+    return self_test.run(a.data_dir)
 
 
 def cmd_serve(a) -> int:
@@ -453,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--verify", action="store_true", help="check sha256 against manifest.json first")
     sv.set_defaults(fn=cmd_serve)
 
+    st = sub.add_parser("self-test", help="offline end-to-end check on the built-in demo model (JSON report); "
+                                          "also `glmv --self-test`")
+    st.add_argument("--data-dir")
+    st.set_defaults(fn=cmd_self_test)
+
     d = sub.add_parser("doctor", help="CPU, chosen llama.cpp CPU variant, RAM, GPUs, models, recommended quant")
     d.add_argument("--model-dir")
     d.add_argument("--data-dir")
@@ -464,14 +483,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     from runtime.cpu_probe import PROBE_FLAG, run_probe
-    if argv[:1] == [PROBE_FLAG]:  # the frozen bundle re-executes itself to test a CPU variant
+    from runtime.launcher import WINDOW_FLAG, run_window
+    # the frozen bundle re-executes itself for the CPU-variant probe and for the window child
+    if argv[:1] == [PROBE_FLAG]:
         return run_probe()
+    if len(argv) == 2 and argv[0] == WINDOW_FLAG:
+        return run_window(argv[1])
     if not argv:  # a double-click: the server and its window (or the browser)
         argv = ["serve"]
+    if argv[0] == "--self-test":
+        argv = ["self-test", *argv[1:]]
     a = build_parser().parse_args(argv)
     if not getattr(a, "fn", None):
         build_parser().print_help()
         return EXIT_USAGE
+    if getattr(a, "data_dir", None):
+        # one data folder for everything this process (and its probe child) writes
+        os.environ["GLMV_DATA_DIR"] = str(Path(a.data_dir).expanduser().resolve())
     from convert.errors import ConversionError
     from runtime.backends import BackendError
     from runtime.images import ImageError

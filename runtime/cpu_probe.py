@@ -85,16 +85,24 @@ def variant_works(lib: Path) -> bool:
 
 
 def run_probe() -> int:
-    """Child side: load the forced variant, build a tiny model, evaluate Q8_0 and F16 files."""
-    from convert.converter import convert
-    from convert.synth import make_checkpoint
+    """Child side: load the forced variant, evaluate a tiny Q8_0 and F16 model.
+
+    The bundle ships the probe models (nothing may be written outside its data folder); from a
+    source checkout they are built in a temporary folder."""
+    from .demo_model import build_probe_models, bundled_probe_models
     from .llama_model import LlamaPair
-    with tempfile.TemporaryDirectory(prefix="glmv-probe-") as tmp:
-        src = make_checkpoint(Path(tmp) / "ckpt", "tiny", seed=0)
-        for quant in ("Q8_0", "F16"):
-            conv = convert(src, Path(tmp) / quant, quant=quant, mmproj_quant=quant, progress=False)
-            with LlamaPair(conv.text_path, None, n_ctx=128, n_threads=2) as pair:
+
+    def evaluate(models: list[Path]) -> None:
+        for path in models:
+            with LlamaPair(path, None, n_ctx=128, n_threads=2) as pair:
                 pair.decode_tokens(list(range(1, 40)), 0, logits="all")
+
+    models = bundled_probe_models()
+    if models:
+        evaluate(models)
+    else:
+        with tempfile.TemporaryDirectory(prefix="glmv-probe-") as tmp:
+            evaluate(build_probe_models(Path(tmp)))
     print("probe-ok", flush=True)
     return 0
 

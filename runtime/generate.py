@@ -47,9 +47,11 @@ def stop_ids(pair: LlamaPair) -> set[int]:
 
 def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens: int, prompt_tokens: int,
                   timings: Timings, thinking: bool = False, cancelled: Callable[[], bool] = lambda: False,
-                  on_token: Callable[[int], None] = lambda t: None, t_start: float | None = None) -> Iterator[Step]:
+                  on_token: Callable[[int], None] = lambda t: None, t_start: float | None = None,
+                  n_cells_extra: int = 0) -> Iterator[Step]:
     """Sample from the context's current logits onward.
 
+    ``n_cells_extra`` is how many more KV cells than positions the context already uses (an image).
     Pieces are whole UTF-8 characters. With ``thinking`` the model first writes
     ``<think>…</think>``: that part is yielded as kind "reasoning". Control tokens (the
     ``<|begin_of_box|>``/``<|end_of_box|>`` markers among them) decode to nothing, so they never
@@ -68,7 +70,8 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
         if cancelled():
             reason = "cancelled"
             break
-        if n_past + 1 > pair.n_ctx:
+        # cells, not positions: an image's M-RoPE positions are fewer than the KV cells it fills
+        if n_past + n_cells_extra + 1 > pair.n_ctx:
             reason = "context"
             break
         tok = sampler.sample(pair.ctx)

@@ -20,8 +20,12 @@ import sys
 import time
 import webbrowser
 from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 WINDOW_FLAG = "--glmv-window"
+# The API token travels to the window child in its environment, not on its command line: any
+# local user can read a process's command line (ps), only its owner its environment.
+TOKEN_ENV = "GLMV_WINDOW_TOKEN"
 TITLE = "glmv — GLM-4.6V offline"
 SYSTEM_FONTS_CONF = ("/etc/fonts/fonts.conf", "/usr/local/etc/fonts/fonts.conf")
 
@@ -55,6 +59,17 @@ def _has_gpu_driver() -> bool:
     return dri.exists() and any(dri.glob("renderD*"))
 
 
+def _frozen_webengine_paths() -> dict:
+    """In the bundle, QtWebEngine's renderer finds its resources (icudtl.dat, *.pak) through
+    qt.conf only when the bundle's path is plain ASCII without spaces: from "/media/usb/测试 盘/"
+    the page stays blank. Explicit paths work from anywhere."""
+    qt = Path(getattr(sys, "_MEIPASS", "")) / "PySide6" / "Qt"
+    if not getattr(sys, "frozen", False) or not (qt / "resources").is_dir():
+        return {}
+    return {"QTWEBENGINE_RESOURCES_PATH": str(qt / "resources"),
+            "QTWEBENGINE_LOCALES_PATH": str(qt / "translations" / "qtwebengine_locales")}
+
+
 def qt_defaults(env: dict | None = None, app_dir: Path | None = None) -> dict:
     """Environment defaults for QtWebEngine (set before Qt is imported); user values win."""
     env = dict(os.environ if env is None else env)
@@ -66,11 +81,25 @@ def qt_defaults(env: dict | None = None, app_dir: Path | None = None) -> dict:
         out["QT_XCB_GL_INTEGRATION"] = "none"
         out["QT_QUICK_BACKEND"] = "software"
         out["QTWEBENGINE_CHROMIUM_FLAGS"] = (out.get("QTWEBENGINE_CHROMIUM_FLAGS", "") + " --disable-gpu").strip()
+    out.update(_frozen_webengine_paths())
     if sys.platform == "linux" and "FONTCONFIG_FILE" not in env and not any(Path(p).exists() for p in SYSTEM_FONTS_CONF):
         bundled = (app_dir or Path(__file__).resolve().parent.parent) / "assets" / "fonts" / "fonts.conf"
         if bundled.exists():
             out["FONTCONFIG_FILE"] = str(bundled)
     return {k: v for k, v in out.items() if k not in env}
+
+
+def with_token(url: str, token: str | None) -> str:
+    """``url`` with ``?token=`` added (the page reads it from there), or ``url`` when no token."""
+    return f"{url}{'&' if urlsplit(url).query else '?'}token={quote(token, safe='')}" if token else url
+
+
+def split_token(url: str) -> tuple[str, str | None]:
+    """(``url`` without its ``token`` query parameter, the token or None)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    token = next((v for k, v in query if k == "token"), None)
+    return parts._replace(query=urlencode([(k, v) for k, v in query if k != "token"])).geturl(), token
 
 
 def window_command(url: str) -> list[str]:
@@ -82,6 +111,7 @@ def window_command(url: str) -> list[str]:
 def run_window(url: str, on_ready=None) -> int:
     """Child side: open the window and block until it is closed."""
     os.environ.update(qt_defaults())
+    url = with_token(url, os.environ.pop(TOKEN_ENV, None))  # see TOKEN_ENV; not passed to Qt's children
     import webview
     window = webview.create_window(TITLE, url, width=1180, height=760, min_size=(960, 560))
     webview.start(on_ready, window, gui="qt") if on_ready else webview.start(gui="qt")
@@ -89,13 +119,18 @@ def run_window(url: str, on_ready=None) -> int:
 
 
 def open_ui(url: str, *, window: bool = True, log=sys.stderr) -> subprocess.Popen | None:
-    """Show the UI at ``url``: a window when possible, else the system browser, else just the URL.
-    Returns the window's child process (wait on it: closing the window ends it) or None."""
+    """Show the UI at ``url`` (with ``?token=`` when the server needs one): a window when possible,
+    else the system browser, else just the URL. Returns the window's child process (wait on it:
+    closing the window ends it) or None."""
     if window and display_available():
         env = dict(os.environ, **qt_defaults())
         root = Path(__file__).resolve().parent.parent
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-        child = subprocess.Popen(window_command(url), env=env)
+        bare, token = split_token(url)
+        env.pop(TOKEN_ENV, None)
+        if token:
+            env[TOKEN_ENV] = token
+        child = subprocess.Popen(window_command(bare), env=env)
         time.sleep(0.5)
         if child.poll() is None or child.returncode == 0:
             return child

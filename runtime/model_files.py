@@ -114,3 +114,13 @@ def verify_checksums(text_path: Path, mmproj_path: Path | None) -> None:
         if sha256_file(p) != entry["sha256"]:
             raise ModelFileError(f"{p.name} does not match its checksum in {man.name}: the file is damaged — "
                                  "copy it again")
+
+
+def manifest_quant(text: Path) -> str | None:
+    """The quant type ``manifest.json`` beside ``text`` records for it (None when unknown)."""
+    man = text.parent / "manifest.json"
+    try:
+        files = json.loads(man.read_text()).get("files") or {}
+    except (OSError, ValueError):
+        return None
+    return next((e.get("quant") for e in files.values() if e.get("file") == text.name), None)

@@ -51,6 +51,13 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return d
 
 
+def read_only_note(d: Path) -> str | None:
+    """Said to the user when a frozen bundle keeps its data away from its own folder."""
+    if getattr(sys, "frozen", False) and d != app_dir() / "data" and not os.environ.get("GLMV_DATA_DIR"):
+        return f"the program folder {app_dir()} is read-only: data is kept in {d}"
+    return None
+
+
 def model_dirs(explicit: str | os.PathLike | None = None, data: Path | None = None) -> list[Path]:
     """Where to look for a GGUF pair, in order: --model-dir, GLMV_MODEL_DIR, models/ beside the
     executable (the USB layout), then models/ in the data directory."""

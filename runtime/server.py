@@ -446,6 +446,13 @@ def url_for(sock: socket.socket, host: str) -> str:
     return f"http://{shown}:{port}/"
 
 
+def ui_url(url: str, token: str | None) -> str:
+    """The page's address: with a token in force, the page needs it, and reads it once from
+    ``?token=`` (assets/ui/app.js keeps it for the tab and drops it from the address bar)."""
+    from .launcher import with_token
+    return with_token(url, token)
+
+
 def _config(app) -> uvicorn.Config:
     return uvicorn.Config(app, http="h11", loop="asyncio", ws="none", lifespan="on", log_level="warning",
                           timeout_graceful_shutdown=5, access_log=False)
@@ -456,6 +463,7 @@ class ServerHandle:
 
     def __init__(self, app, server: _Server, thread: threading.Thread, url: str, token: str | None):
         self.app, self.server, self.thread, self.url, self.token = app, server, thread, url, token
+        self.ui_url = ui_url(url, token)
 
     @property
     def host(self) -> ModelHost:
@@ -489,21 +497,24 @@ def serve_forever(host: str = "127.0.0.1", port: int = 0, token: str | None = No
     token, generated = resolve_token(host, token)
     sock = bind(host, port)
     url = url_for(sock, host)
-    print(url, file=out, flush=True)
+    print(url, file=out, flush=True)   # the bare URL stays the first line: scripts read it
     if generated:
         print(f"glmv serve: listening beyond this computer; API token (send 'Authorization: Bearer <token>'): "
               f"{token}", file=sys.stderr, flush=True)
+    page = ui_url(url, token)
+    if token:  # the bare URL's page would be refused by its own API: say which address works
+        print(f"glmv serve: open the UI at {page}", file=sys.stderr, flush=True)
     app = create_app(token=token, bind_host=host, port=sock.getsockname()[1], **app_kw)
     server = _Server(_config(app), app.state.host)
     if not window:
         server.run(sockets=[sock])
         return
-    _serve_with_ui(server, sock, url)
+    _serve_with_ui(server, sock, page)
 
 
 def _serve_with_ui(server: _Server, sock, url: str) -> None:
-    """Server in a thread, the UI in a window (a child process) or the browser; closing the
-    window, Ctrl-C or SIGTERM stops the server cleanly."""
+    """Server in a thread, the UI at ``url`` (the page's address, token included) in a window
+    (a child process) or the browser; closing the window, Ctrl-C or SIGTERM stops the server cleanly."""
     from .launcher import open_ui
     t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="glmv-server")
     t.start()

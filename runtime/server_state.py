@@ -9,7 +9,6 @@ away, when /cancel is called, or when the server shuts down, and llama.cpp stops
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections import OrderedDict
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from .generate import Step
+from .model_files import manifest_quant
+from .paths import read_only_note
 
 _END = object()
 
@@ -170,7 +171,7 @@ class ModelHost:
         except ModelFileError as e:
             self.state, self.message = "no_model", str(e)
             return
-        self.model = {"text": text.name, "mmproj": mmproj.name, "quant": _quant(text)}
+        self.model = {"text": text.name, "mmproj": mmproj.name, "quant": manifest_quant(text)}
         self.message = f"loading {text.name} + {mmproj.name}"
         try:
             engine = self.factory(text, mmproj, self._on_progress)
@@ -233,6 +234,7 @@ class ModelHost:
     def status(self) -> dict:
         return {"state": self.state, "progress": round(self.progress, 3), "message": self.message,
                 "model": self.model, "hardware": self.hardware, "data_dir": str(self.data_dir),
+                "data_dir_note": read_only_note(Path(self.data_dir)),
                 "last_decode_tps": self.last_decode_tps, "busy": self.gate.busy,
                 "queued": max(0, self.gate.pending - (1 if self.gate.busy else 0)), **self.counters}
 
@@ -248,17 +250,6 @@ class ModelHost:
                     self.engine = None
             finally:
                 self.gate._run.release()
-
-
-def _quant(text: Path) -> str | None:
-    man = text.parent / "manifest.json"
-    if not man.is_file():
-        return None
-    try:
-        files = json.loads(man.read_text()).get("files") or {}
-    except (OSError, ValueError):
-        return None
-    return next((e.get("quant") for e in files.values() if e.get("file") == text.name), None)
 
 
 class LRU:

@@ -103,8 +103,9 @@ class Session:
         eng, pair = self.engine, self.engine.pair
         images = [self.image.as_tuple()] if self.image is not None else []
         with pair.tokenize(self.prompt(question), images) as chunks:
-            if chunks.n_pos + 1 > pair.n_ctx:
-                raise ContextFullError(f"this conversation needs {chunks.n_pos} positions but the context holds "
+            # the KV cache holds one cell per token; an image takes more cells than M-RoPE positions
+            if max(chunks.n_tokens, chunks.n_pos) + 1 > pair.n_ctx:
+                raise ContextFullError(f"this conversation needs {chunks.n_tokens} tokens but the context holds "
                                        f"{pair.n_ctx}: start a new session (or raise --ctx)")
             items: list = []
             for c in chunks.items:
@@ -155,7 +156,8 @@ class Session:
         timings.prefill_ms = 1000 * (time.perf_counter() - t0)
         sampler = Sampler(pair.ll, pair.vocab, sampling)
         try:
-            yield from decode_stream(pair, sampler, n_past, max_tokens=max_tokens,
+            yield from decode_stream(pair, sampler, n_past, n_cells_extra=max(0, prompt_tokens - n_past),
+                                     max_tokens=max_tokens,
                                      prompt_tokens=prompt_tokens, timings=timings, thinking=self.enable_thinking,
                                      cancelled=cancelled, on_token=self.engine.kv.append, t_start=t0)
         finally:

@@ -244,10 +244,34 @@ def test_token_required_beyond_loopback(tmp_path):
     h = server.run("0.0.0.0", 0, model_dir=tmp_path, data_dir=tmp_path / "data")
     try:
         assert h.token and h.url.startswith("http://127.0.0.1:")
+        assert h.ui_url == f"{h.url}?token={h.token}"   # token_urlsafe: nothing to escape
         r = requests.get(h.url + "api/status")
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
         assert requests.get(h.url + "v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert requests.get(h.url + "api/status", headers={"Authorization": f"Bearer {h.token}"}).status_code == 200
+    finally:
+        h.stop()
+
+
+def test_model_load_progress_reaches_status(converted, tmp_path):
+    """The fractions llama.cpp reports while it loads the weights reach the server's progress
+    (what the page's loading bar shows). The factory below is the server's own (a real Engine);
+    it only records each fraction on its way through."""
+    from runtime.engine import Engine, EngineOptions
+    conv = converted("Q8_0", "Q8_0")
+    fractions: list[float] = []
+
+    def factory(text, mmproj, progress):
+        def record(fraction):
+            fractions.append(fraction)
+            progress(fraction)
+        return Engine(text, mmproj, EngineOptions(n_ctx=2048, progress=record))
+    h = server.run("127.0.0.1", 0, model_dir=conv.text_path.parent, data_dir=tmp_path, engine_factory=factory)
+    try:
+        st = _wait_state(h.url)
+        assert st["state"] == "ready" and st["progress"] == 1.0, st
+        assert len(fractions) >= 2 and fractions == sorted(fractions), fractions
+        assert any(0 < f < 1 for f in fractions) and fractions[-1] == 1.0, fractions   # tensor by tensor
     finally:
         h.stop()
 
@@ -278,6 +302,35 @@ def test_glmv_serve_prints_url_first_and_stops_on_sigterm(converted, tmp_path):
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url), url
         assert _wait_state(url)["state"] == "ready"
         assert requests.get(url + "health").json()["model_state"] == "ready"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_glmv_serve_beyond_loopback_prints_the_ui_address_with_its_token(tmp_path):
+    """The bare URL stays the first stdout line (scripts read it); stderr names the page address
+    that carries the token; that address serves the page, and the API refuses a missing token."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--host", "0.0.0.0", "--no-window",
+                          "--model-dir", str(tmp_path / "no-models"), "--data-dir", str(tmp_path / "data")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = p.stdout.readline().rstrip("\n")
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url), url
+        said = [p.stderr.readline().rstrip("\n") for _ in range(2)]
+        token = said[0].rsplit(" ", 1)[1]
+        assert "API token" in said[0] and len(token) >= 32, said
+        assert said[1] == f"glmv serve: open the UI at {url}?token={token}", said
+        page = requests.get(said[1].split(" at ", 1)[1], timeout=10)
+        assert page.status_code == 200 and "/ui/app.js" in page.text
+        assert requests.get(url + "api/status", timeout=10).status_code == 401
+        assert requests.post(url + "api/sessions", timeout=10).status_code == 401
+        assert requests.get(url + "v1/models", timeout=10).status_code == 401
+        st = requests.get(url + "api/status", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert st.status_code == 200 and st.json()["state"] in ("loading", "no_model"), st.text
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=20) == 0, p.stderr.read()
     finally:

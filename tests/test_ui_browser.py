@@ -1,12 +1,14 @@
 """The web UI (assets/ui/) end to end in headless Chromium against the real `glmv serve` and the
 tiny converted model: upload through the file input, crop, a streamed answer, the nameplate
 table, exports, the language switch, layout at 1024×600 on a 2× screen, and a screenshot at
-build/ui-screenshot.png.
+build/ui-screenshot.png; photos dropped and pasted; the loading indicator while the model loads;
+the page opened with the token a server beyond loopback prints.
 
 Needs Debian's Chromium (`make system-deps`) and Playwright for Python (the pip wheel carries
 its driver; `playwright install` is never needed: we launch /usr/bin/chromium)."""
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -45,30 +47,47 @@ def _chromium() -> str:
     return CHROMIUM
 
 
+def _start_serve(model_dir: Path, data: Path, *extra: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`glmv serve --no-window` as a user starts it; (the process, the URL it printed first)."""
+    env = dict(os.environ if env is None else env, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--model-dir", str(model_dir),
+                          "--data-dir", str(data), "--no-window", *extra], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    url = p.stdout.readline().strip()
+    if not url.startswith("http://127.0.0.1:"):
+        _stop_serve(p)
+        pytest.fail(f"glmv serve printed {url!r} first: {p.stderr.read()}")
+    return p, url
+
+
+def _stop_serve(p: subprocess.Popen) -> None:
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def _wait_ready(url: str, headers: dict | None = None, timeout: float = 60) -> float:
+    """Poll until the model is loaded; the monotonic time it was first seen ready."""
+    deadline = time.monotonic() + timeout
+    while requests.get(url + "api/status", headers=headers, timeout=10).json()["state"] == "loading":
+        assert time.monotonic() < deadline, f"the model did not load in {timeout:.0f} s"
+        time.sleep(0.05)
+    return time.monotonic()
+
+
 @pytest.fixture(scope="module")
 def served(converted, tmp_path_factory):
     """`glmv serve` as a user starts it, on the tiny model, with its own data folder."""
     conv = converted("Q8_0", "Q8_0")
-    data = tmp_path_factory.mktemp("ui-data")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--model-dir", str(conv.text_path.parent),
-                          "--data-dir", str(data), "--no-window"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+    p, url = _start_serve(conv.text_path.parent, tmp_path_factory.mktemp("ui-data"))
     try:
-        url = p.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:"), (url, p.stderr.read() if p.poll() is not None else "")
-        deadline = time.monotonic() + 60
-        while requests.get(url + "api/status", timeout=10).json()["state"] == "loading":
-            assert time.monotonic() < deadline, "the model did not load in 60 s"
-            time.sleep(0.1)
+        _wait_ready(url)
         yield url
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        _stop_serve(p)
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +302,204 @@ def test_ui_chinese_default_bad_photo_and_reasoning(served, browser, tmp_path):
         assert not problems, problems
     finally:
         ctx.close()
+
+
+# --- drag and drop, paste ---------------------------------------------------------------------
+# Synthetic events carrying a real File, built in the page from bytes sent as base64: the page's
+# own document-level handlers take them as they take a file dragged from the desktop or pasted
+# from the clipboard. Each returns whether the page called preventDefault (it must for a photo,
+# or the browser would navigate to the dropped file; it must not for a text paste).
+FILE_JS = """(b64, name, type) => new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, {type})"""
+DRAG_JS = """([b64, name, type, kind]) => {
+  const dt = new DataTransfer();
+  dt.items.add((%s)(b64, name, type));
+  const ev = new DragEvent(kind, {dataTransfer: dt, bubbles: true, cancelable: true});
+  document.querySelector("#stage").dispatchEvent(ev);
+  return ev.defaultPrevented;
+}""" % FILE_JS
+PASTE_JS = """([b64, name, type, text]) => {
+  const dt = new DataTransfer();
+  if (b64 !== null) dt.items.add((%s)(b64, name, type));
+  if (text !== null) dt.setData("text/plain", text);
+  const ev = new ClipboardEvent("paste", {clipboardData: dt, bubbles: true, cancelable: true});
+  document.querySelector("#question").dispatchEvent(ev);
+  return ev.defaultPrevented;
+}""" % FILE_JS
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _png(w: int, h: int) -> bytes:
+    """A PNG as a screenshot tool would put on the clipboard (textured, so it is a real picture)."""
+    from PIL import Image
+    from conftest import test_image
+    buf = io.BytesIO()
+    Image.fromarray(test_image(w, h, seed=5)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _ask_and_get_upload(page, question: str) -> dict:
+    """Ask with a short answer; the server's reply to the photo upload the question caused (the
+    upload's body is a canvas blob, which the browser does not report: its size tells the photo)."""
+    page.evaluate("localStorage.setItem('glmv.maxTokens', '8')")
+    page.fill("#question", question)
+    with page.expect_request(lambda r: r.url.endswith("/api/sessions") and r.method == "POST") as req:
+        page.click("#send")
+    resp = req.value.response()
+    assert resp.status == 200, resp.text()
+    sync_api.expect(page.locator(".msg.assistant").last).to_have_attribute("data-state", "done", timeout=120_000)
+    return resp.json()
+
+
+def test_ui_photo_by_drag_and_drop_and_by_paste(served, browser):
+    ctx, page, problems = _page(browser, "en-US")
+    expect = sync_api.expect
+    try:
+        page.goto(served)
+        expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=60_000)
+        jpeg = _b64(SAMPLE.read_bytes())
+
+        # --- dragging over the window shows the drop overlay; leaving hides it ---
+        overlay = page.locator(".drop-overlay")
+        expect(overlay).to_be_hidden()
+        assert page.evaluate(DRAG_JS, [jpeg, SAMPLE.name, "image/jpeg", "dragenter"])
+        expect(overlay).to_be_visible()
+        assert page.evaluate(DRAG_JS, [jpeg, SAMPLE.name, "image/jpeg", "dragover"]), "dragover not accepted"
+        page.evaluate(DRAG_JS, [jpeg, SAMPLE.name, "image/jpeg", "dragleave"])
+        expect(overlay).to_be_hidden()
+
+        # --- drop: the photo is shown, and it is what the next question uploads ---
+        page.evaluate(DRAG_JS, [jpeg, SAMPLE.name, "image/jpeg", "dragenter"])
+        assert page.evaluate(DRAG_JS, [jpeg, SAMPLE.name, "image/jpeg", "drop"]), "the drop was not taken"
+        expect(overlay).to_be_hidden()
+        expect(page.locator("#photo-info")).to_contain_text("plate-synthetic.jpg · 672×448")
+        expect(page.locator("#stage-hint")).to_be_hidden()
+        expect(page.locator("#read-plate")).to_be_enabled()
+        session = _ask_and_get_upload(page, "What is the serial number?")
+        assert (session["width"], session["height"]) == (672, 448), session
+
+        # --- paste a screenshot (a PNG with no name, as clipboards give them) ---
+        png = _b64(_png(280, 196))
+        assert page.evaluate(PASTE_JS, [png, "", "image/png", None]), "the image paste was not taken"
+        expect(page.locator("#photo-info")).to_contain_text("pasted.png · 280×196")
+        expect(page.locator(".msg.note").last).to_have_text("Photo changed: a new conversation starts.")
+        pasted = _ask_and_get_upload(page, "What does it show?")
+        assert (pasted["width"], pasted["height"]) == (280, 196) and pasted["session_id"] != session["session_id"]
+
+        # --- a text paste is left to the ask box; a dropped non-image is refused with a message ---
+        assert not page.evaluate(PASTE_JS, [None, "", "", "plain words"]), "a text paste was swallowed"
+        page.evaluate(DRAG_JS, [_b64(b"meter reading 42"), "notes.txt", "text/plain", "dragenter"])
+        assert page.evaluate(DRAG_JS, [_b64(b"meter reading 42"), "notes.txt", "text/plain", "drop"])
+        expect(page.locator("#notice-text")).to_have_text(
+            "That is not an image file: choose a JPEG, PNG or WebP photo.")
+        expect(page.locator("#photo-info")).to_contain_text("pasted.png · 280×196")   # the photo stays
+        assert not page.evaluate("document.body.classList.contains('dragging')")
+        assert not problems, problems
+    finally:
+        ctx.close()
+
+
+# --- the model-loading indicator --------------------------------------------------------------
+# Installed before the page's own scripts: every change of the status pill or the progress bar
+# is recorded with the wall-clock time, so the test sees what the user saw, in order.
+STATUS_LOG_JS = """(() => {
+  window.__statusLog = [];
+  const snap = () => {
+    const pill = document.querySelector("#state"), bar = document.querySelector("#progress");
+    if (!pill || !bar) return;
+    const s = {state: pill.dataset.state, text: pill.textContent, bar_hidden: bar.hidden, bar: bar.value};
+    const last = window.__statusLog[window.__statusLog.length - 1];
+    if (!last || ["state", "text", "bar_hidden", "bar"].some((k) => last[k] !== s[k]))
+      window.__statusLog.push({...s, t: Date.now() / 1000});
+  };
+  new MutationObserver(snap).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+})();"""
+
+
+def test_ui_shows_loading_progress_until_the_model_is_ready(converted, browser, tmp_path):
+    """A first start (a fresh data folder: the CPU-variant check runs, then the model loads) takes
+    seconds even for the tiny model; the page, opened at once, shows the loading pill with the
+    server's progress and the bar, then "Ready" without the bar within a poll of the model being
+    ready. Nothing is simulated: the page watches the real server load the real model."""
+    conv = converted("Q8_0", "Q8_0")
+    ctx, page, problems = _page(browser, "en-US")
+    page.add_init_script(STATUS_LOG_JS)
+    responses: list = []
+    page.on("response", lambda r: responses.append(r) if r.url.endswith("/api/status") else None)
+    t0 = time.time()
+    # a forced CPU variant would skip the first start's check (and most of the loading time)
+    env = {k: v for k, v in os.environ.items() if k != "GLMV_CPU_VARIANT"}
+    p, url = _start_serve(conv.text_path.parent, tmp_path / "first-start-data", env=env)
+    try:
+        page.goto(url)
+        ready_at = _wait_ready(url) - time.monotonic() + time.time()   # on the page's clock (wall time)
+        sync_api.expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=10_000)
+        log = page.evaluate("window.__statusLog")
+        seen = [r.json() for r in responses]
+        loading = [s for s in seen if s["state"] == "loading"]
+        assert loading, (f"the page's first status poll came after the model had loaded "
+                         f"({ready_at - t0:.1f}s after the start): nothing to observe; statuses {seen}")
+        assert all(0 <= s["progress"] <= 1 for s in loading), loading
+
+        # while loading: the pill names the server's progress, and the bar shows the same fraction
+        shown = [s for s in log if s["state"] == "loading" and s["text"].endswith("%")]
+        assert shown, f"the page never rendered a loading status from the server: {log}"
+        for s in shown:
+            assert not s["bar_hidden"], f"the progress bar was hidden while loading: {s}"
+            assert s["text"] == f"Loading model… {round(s['bar'] * 100)}%", s
+        assert {round(s["bar"], 3) for s in shown} <= {s["progress"] for s in loading}, (shown, loading)
+
+        # once ready: the bar goes, the pill says so, promptly (the page polls every second while loading)
+        last = log[-1]
+        assert last["state"] == "ready" and last["text"] == "Ready" and last["bar_hidden"], log
+        first_ready = next(s for s in log if s["state"] == "ready")
+        assert first_ready["t"] - ready_at < 2.5, f"the page showed Ready {first_ready['t'] - ready_at:.1f}s late"
+        assert all(s["state"] == "ready" for s in log[log.index(first_ready):]), log
+        sync_api.expect(page.locator("#progress")).to_be_hidden()
+        sync_api.expect(page.locator("#st-model")).to_have_text(conv.text_path.name)
+        assert not problems, problems
+        print(f"\nloading seen for {first_ready['t'] - shown[0]['t']:.1f}s of the page's life; "
+              f"model ready {ready_at - t0:.1f}s after the start")
+    finally:
+        ctx.close()
+        _stop_serve(p)
+
+
+# --- a server beyond loopback -------------------------------------------------------------------
+def test_ui_opened_at_the_printed_token_address_works(converted, browser, tmp_path):
+    """`glmv serve --host 0.0.0.0`: the page at the address printed on stderr works (status, upload,
+    answer all carry the token), and drops the token from the address bar; the bare URL's page
+    is refused by the API and says how to get in."""
+    conv = converted("Q8_0", "Q8_0")
+    p, url = _start_serve(conv.text_path.parent, tmp_path / "data", "--host", "0.0.0.0")
+    ctx = bare_ctx = None
+    try:
+        said = [p.stderr.readline().strip() for _ in range(2)]
+        assert said[1].startswith(f"glmv serve: open the UI at {url}?token="), said
+        ui = said[1].split(" at ", 1)[1]
+        token = ui.split("?token=", 1)[1]
+        _wait_ready(url, headers={"Authorization": f"Bearer {token}"})
+
+        ctx, page, problems = _page(browser, "en-US")
+        page.goto(ui)
+        sync_api.expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=30_000)
+        assert page.url == url, page.url   # not left in the address bar (bookmarks, screenshots)
+        page.set_input_files("#file", str(SAMPLE))
+        _ask_and_get_upload(page, "What is the rated power?")
+        page.reload()   # the token was kept for this tab
+        sync_api.expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=30_000)
+        assert not problems, problems
+
+        bare_ctx, bare, bare_problems = _page(browser, "en-US")
+        bare.goto(url)
+        sync_api.expect(bare.locator("#state")).to_have_attribute("data-state", "denied", timeout=30_000)
+        sync_api.expect(bare.locator("#state")).to_have_text("Token needed")
+        sync_api.expect(bare.locator("#notice-text")).to_contain_text("ends in ?token=")
+        assert all("401" in x for x in bare_problems), bare_problems   # only the refused API calls
+    finally:
+        for c in (ctx, bare_ctx):
+            if c is not None:
+                c.close()
+        _stop_serve(p)

@@ -1,0 +1,238 @@
+"""``make bundle``: the portable glmv folder for a USB stick or a rescue environment.
+
+PyInstaller **onedir** (onefile unpacks ~550 MB to $TMPDIR on every start and fails where /tmp
+is small, RAM-backed or noexec), from ``portable_build/glmv.spec``, with the project's portable
+llama.cpp build (every x86-64 CPU variant as its own library, no ``-march=native``). The result::
+
+    dist/glmv-portable/
+      glmv (glmv.exe, glmv-cli.exe)  the launcher: window, browser fallback, or CLI with arguments
+      _internal/                      the bundle: Python, Qt, llama.cpp, the UI page, the demo model, fonts
+      models/README.txt               which GGUF files to put here, sizes, RAM
+      start.sh / start.bat            double-click helpers
+      README-offline.txt              zh + en: what it is, host requirements, troubleshooting
+
+``data/`` is created beside ``glmv`` on first run (or in the per-user folder on a read-only medium).
+
+Usage::
+
+    python -m portable_build.bundle                 # CPU bundle into dist/glmv-portable
+    python -m portable_build.bundle --cuda          # + the CUDA backend and its runtime libraries
+    python -m portable_build.bundle --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = Path(__file__).resolve().parent / "glmv.spec"
+LAYOUT = Path(__file__).resolve().parent / "layout"
+NAME = "glmv-portable"
+# Fonts for hosts with no fontconfig setup (rescue systems): Latin + CJK, from Debian packages
+# fonts-dejavu-core and fonts-wqy-microhei (both free licences; the licence texts go along).
+FONT_SOURCES: tuple[tuple[str, str], ...] = (
+    ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/doc/fonts-dejavu-core/copyright"),
+    ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "/usr/share/doc/fonts-wqy-microhei/copyright"),
+)
+FONTS_CONF = """<?xml version="1.0"?>
+<!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">
+<!-- Used only when the host has no fontconfig configuration (QtWebEngine hangs without one).
+     No <cachedir>: the bundle writes nothing outside its data folder; two fonts scan fast. -->
+<fontconfig>
+  <dir prefix="relative">.</dir>
+  <alias><family>sans-serif</family><prefer><family>DejaVu Sans</family><family>WenQuanYi Micro Hei</family></prefer></alias>
+  <alias><family>serif</family><prefer><family>DejaVu Sans</family><family>WenQuanYi Micro Hei</family></prefer></alias>
+  <alias><family>monospace</family><prefer><family>DejaVu Sans</family><family>WenQuanYi Micro Hei</family></prefer></alias>
+</fontconfig>
+"""
+# CUDA runtime libraries ggml-cuda links against, and where the toolkit keeps them; the driver
+# (libcuda.so.1 / nvcuda.dll) is the host's and is never shipped.
+CUDA_RUNTIME_LIBS = {"linux": ("libcudart.so*", "libcublas.so*", "libcublasLt.so*"),
+                     "win32": ("cudart64_*.dll", "cublas64_*.dll", "cublasLt64_*.dll")}
+CUDA_LIB_DIRS = {"linux": ("lib64", "targets/*/lib"), "win32": ("bin", "bin/x64")}
+
+
+def _log(msg: str) -> None:
+    print(f"[bundle] {msg}", file=sys.stderr, flush=True)
+
+
+def _write_atomic(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def make_icons(out: Path) -> tuple[Path, Path]:
+    """The app icon (assets/ui/icon.svg's plate-with-lines shape) as PNG and multi-size ICO."""
+    from PIL import Image, ImageDraw
+    s = 256
+    img = Image.new("RGBA", (s, s), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    u = s / 32  # the SVG's 32-unit grid
+    d.rounded_rectangle([2 * u, 6 * u, 30 * u, 26 * u], radius=3 * u, fill="#0b5fff")
+    for x, y, w in ((6, 11, 12), (6, 16, 20), (6, 21, 9)):
+        d.rectangle([x * u, y * u, (x + w) * u, (y + 2.5) * u], fill="#ffffff")
+    out.mkdir(parents=True, exist_ok=True)
+    png, ico = out / "glmv.png", out / "glmv.ico"
+    img.save(png)
+    img.save(ico, sizes=[(16, 16), (24, 24), (32, 32), (48, 48), (64, 64), (128, 128), (256, 256)])
+    return png, ico
+
+
+def make_fonts(out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    shipped = []
+    for font, licence in FONT_SOURCES:
+        f = Path(font)
+        if not f.is_file():
+            _log(f"warning: {font} missing (install fonts-dejavu-core fonts-wqy-microhei); not shipped")
+            continue
+        shutil.copy2(f, out / f.name)
+        if Path(licence).is_file():
+            shutil.copy2(licence, out / f"{f.stem}.copyright.txt")
+        shipped.append(f.name)
+    _write_atomic(out / "fonts.conf", FONTS_CONF)
+    return shipped
+
+
+def make_demo(out: Path, work: Path) -> dict:
+    """The demo pair and the CPU-probe models, prebuilt (the bundle never writes outside data/)."""
+    from runtime.demo_model import PROBE_QUANTS, build_demo, build_probe_models
+    text, mmproj = build_demo(work / "demo")
+    out.mkdir(parents=True, exist_ok=True)
+    for f in (text, mmproj, text.parent / "manifest.json"):
+        shutil.copy2(f, out / f.name)
+    probe = out / "probe"
+    probe.mkdir(exist_ok=True)
+    for q, f in zip(PROBE_QUANTS, build_probe_models(work / "probe")):
+        shutil.copy2(f, probe / f"probe-{q}.gguf")
+    return {"text": text.name, "mmproj": mmproj.name}
+
+
+def llama_lib_dir(cuda: bool, work: Path) -> Path:
+    """The llama_cpp/lib folder to ship: the installed one, or the CUDA wheel's plus CUDA runtime libs."""
+    if not cuda:
+        import llama_cpp
+        return Path(llama_cpp.__file__).resolve().parent / "lib"
+    from portable_build.llama_build import build as build_wheel
+    import zipfile
+    wheel = build_wheel(cuda=True)
+    site = work / "cuda-site"
+    shutil.rmtree(site, ignore_errors=True)
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(site)
+    lib = site / "llama_cpp" / "lib"
+    cuda_home = Path(os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda")
+    found = []
+    plat = "win32" if sys.platform == "win32" else "linux"
+    for pattern in CUDA_RUNTIME_LIBS[plat]:
+        for sub in CUDA_LIB_DIRS[plat]:
+            for p in sorted(cuda_home.glob(f"{sub}/{pattern}")):
+                if p.is_file() and not (lib / p.name).exists():
+                    shutil.copy2(p, lib / p.name, follow_symlinks=True)
+                    found.append(p.name)
+    if not any("cudart" in n for n in found):
+        raise SystemExit(f"CUDA runtime libraries not found under {cuda_home} (set CUDA_HOME)")
+    _log(f"CUDA runtime libraries bundled: {', '.join(found)}")
+    return lib
+
+
+def glibc_version() -> str:
+    try:
+        return platform.libc_ver()[1] or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def folder_stats(d: Path) -> tuple[int, int]:
+    files = [p for p in d.rglob("*") if p.is_file() and not p.is_symlink()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def install_layout(dist: Path, build_info: dict) -> None:
+    """The files around the bundle: helpers, READMEs, the models folder."""
+    models = dist / "models"
+    models.mkdir(exist_ok=True)
+    shutil.copy2(LAYOUT / "models-README.txt", models / "README.txt")
+    shutil.copy2(LAYOUT / "README-offline.txt", dist / "README-offline.txt")
+    shutil.copy2(LAYOUT / "start.sh", dist / "start.sh")
+    shutil.copy2(LAYOUT / "start.bat", dist / "start.bat")
+    (dist / "start.sh").chmod(0o755)
+    _write_atomic(dist / "_internal" / "BUILD-INFO.json", json.dumps(build_info, indent=2))
+
+
+def build(out: Path, cuda: bool = False, clean: bool = False) -> Path:
+    try:
+        import PyInstaller  # noqa: F401
+    except ImportError:
+        raise SystemExit("PyInstaller is not installed: pip install -e '.[bundle]' (make bundle does this)")
+    t0 = time.monotonic()
+    work = ROOT / "build" / ("bundle-cuda" if cuda else "bundle")
+    extra = work / "extra"
+    shutil.rmtree(extra, ignore_errors=True)
+    _log("preparing the demo model, probe models, fonts and icons")
+    demo = make_demo(extra / "demo", work / "models")
+    fonts = make_fonts(extra / "fonts")
+    make_icons(extra / "icons")
+    lib = llama_lib_dir(cuda, work)
+    trim_log = work / "trimmed.json"
+    env = dict(os.environ, GLMV_BUNDLE_EXTRA=str(extra), GLMV_BUNDLE_LLAMA_LIB=str(lib),
+               GLMV_BUNDLE_TRIM_LOG=str(trim_log), GLMV_BUNDLE_NAME=NAME)
+    staging = Path(tempfile.mkdtemp(prefix="dist-", dir=work))
+    _log(f"running PyInstaller (onedir) on {SPEC.name}")
+    cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
+           "--distpath", str(staging), "--workpath", str(work / "pyinstaller"), str(SPEC)]
+    if clean:
+        cmd.insert(3, "--clean")
+    r = subprocess.run(cmd, env=env, cwd=ROOT)
+    if r.returncode != 0:
+        raise SystemExit(f"PyInstaller failed (exit {r.returncode})")
+    built = staging / NAME
+    from runtime import __version__
+    from portable_build.llama_build import LLAMA_CPP_PYTHON_VERSION, build_key, cmake_args
+    info = {"name": NAME, "version": __version__, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "platform": sys.platform, "machine": platform.machine(), "build_glibc": glibc_version(),
+            "python": platform.python_version(), "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
+            "llama_build_key": build_key(LLAMA_CPP_PYTHON_VERSION, cmake_args(cuda)), "cuda": cuda,
+            "demo_model": demo, "fonts": fonts}
+    install_layout(built, info)
+    # swap in the new bundle only once it is complete
+    out.parent.mkdir(parents=True, exist_ok=True)
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    built.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    n, size = folder_stats(out)
+    cut = json.loads(trim_log.read_text()) if trim_log.is_file() else []
+    _log(f"{out}: {size / 2**20:.0f} MiB in {n} files ({len(cut)} collected files trimmed), "
+         f"built in {time.monotonic() - t0:.0f}s; glibc {info['build_glibc']} or newer needed on the host")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(ROOT / "dist" / NAME), help="the bundle folder (default dist/glmv-portable)")
+    ap.add_argument("--cuda", action="store_true", help="add the CUDA backend (builds the CUDA llama.cpp; needs nvcc)")
+    ap.add_argument("--clean", action="store_true", help="clear PyInstaller's cache first")
+    a = ap.parse_args(argv)
+    print(build(Path(a.out).resolve(), cuda=a.cuda, clean=a.clean))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""The bundle's entry point: ``glmv`` (and ``glmv-cli`` on Windows) run the CLI's main()."""
+import os
+import sys
+
+# A windowed Windows executable has no console: sys.stdout/stderr are None, and libraries that
+# configure logging on them (uvicorn) fail at start. Give them somewhere harmless to write.
+for _name in ("stdout", "stderr"):
+    if getattr(sys, _name) is None:
+        setattr(sys, _name, open(os.devnull, "w", encoding="utf-8"))
+
+from runtime.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

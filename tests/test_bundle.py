@@ -1,0 +1,277 @@
+"""The frozen PyInstaller bundle (``make bundle``), as a user gets it on a USB stick.
+
+It is copied to a path with spaces and non-ASCII characters, then ``glmv --self-test`` runs:
+- with no network (a fresh network namespace) and an empty HOME, a minimal environment and the
+  bundle folder mounted read-only, under strace: every connection attempt must be to loopback and
+  every file written must be in the data folder;
+- under ``qemu-x86_64 -cpu Nehalem`` (no AVX): a baseline CPU variant must be chosen and work;
+and the launcher opens its window under Xvfb, and falls back to the URL with no display at all.
+
+``make test`` builds the bundle first and sets GLMV_BUNDLE_DIR; run alone, these tests skip when
+no bundle was built.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXE = "glmv.exe" if os.name == "nt" else "glmv"
+BASELINE_VARIANTS = ("x64", "sse42")   # what an SSE4.2, no-AVX CPU (Nehalem) may run
+WRITE_SYSCALLS = ("openat", "open", "creat", "mkdir", "mkdirat", "rename", "renameat", "renameat2",
+                  "unlink", "unlinkat", "rmdir", "truncate", "symlink", "symlinkat", "link", "linkat")
+ROOT_ONLY = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                               reason="needs root (network namespace, read-only bind mount)")
+
+
+def _bundle_source() -> Path:
+    env = os.environ.get("GLMV_BUNDLE_DIR")
+    d = Path(env) if env else ROOT / "dist" / "glmv-portable"
+    if not (d / EXE).is_file():
+        if env:  # make test promised a bundle: its absence is a failure, not a skip
+            pytest.fail(f"GLMV_BUNDLE_DIR={env} holds no {EXE}: `make bundle` failed?")
+        pytest.skip("no bundle built (run `make bundle`, or `make test` which builds it)")
+    return d
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """A copy of the bundle under a path with a space and Chinese characters."""
+    src = _bundle_source()
+    parent = Path("/tmp") / f"测试 bundle {os.getpid()}"
+    shutil.rmtree(parent, ignore_errors=True)
+    parent.mkdir()
+    dst = parent / "glmv-portable"
+    shutil.copytree(src, dst, symlinks=True)
+    yield dst
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def _report(stdout: str) -> dict:
+    start = stdout.find("{")
+    assert start >= 0, f"no JSON report in the output:\n{stdout[-3000:]}"
+    return json.loads(stdout[start:])
+
+
+def test_layout(bundle):
+    for rel in (EXE, "_internal", "models/README.txt", "start.sh", "start.bat", "README-offline.txt",
+                "_internal/BUILD-INFO.json", "_internal/demo/manifest.json", "_internal/assets/ui/index.html",
+                "_internal/assets/fonts/fonts.conf"):
+        assert (bundle / rel).exists(), rel
+    assert os.access(bundle / "start.sh", os.X_OK)
+    assert not (bundle / "data").exists(), "data/ is created on first run, not shipped"
+    libs = {p.name for p in (bundle / "_internal" / "llama_cpp" / "lib").iterdir()}
+    assert {"libllama.so", "libggml.so.0", "libmtmd.so"} <= libs, sorted(libs)
+    assert {f"libggml-cpu-{v}.so" for v in BASELINE_VARIANTS + ("haswell",)} <= libs, sorted(libs)
+    readme = (bundle / "README-offline.txt").read_text(encoding="utf-8")
+    assert "glibc" in readme and "离线" in readme
+
+
+def test_trimmed(bundle):
+    from portable_build.bundle_policy import dropped
+    kept = [str(p.relative_to(bundle / "_internal")) for p in (bundle / "_internal").rglob("*") if p.is_file()]
+    offenders = [k for k in kept if dropped(k)]
+    assert not offenders, offenders[:20]
+    assert not any("torch" in k.split("/")[0] or k.startswith("transformers") for k in kept)
+
+
+def _strace_events(log: Path) -> tuple[list[str], list[str]]:
+    """(connect targets, paths written successfully) from an `strace -f` log."""
+    connects, writes = [], []
+    for line in log.read_text(errors="replace").splitlines():
+        m = re.search(r"\bconnect\(\d+, \{sa_family=(\w+)(.*?)\}, \d+\)", line)
+        if m:
+            connects.append(m.group(1) + m.group(2))
+            continue
+        m = re.search(r"\b(" + "|".join(WRITE_SYSCALLS) + r")\((.*)\)\s+=\s+(-?\d+)", line)
+        if not m or int(m.group(3)) < 0:
+            continue
+        call, args = m.group(1), m.group(2)
+        if call in ("openat", "open") and not re.search(r"O_WRONLY|O_RDWR|O_CREAT|O_TRUNC", args):
+            continue
+        writes.extend(re.findall(r'"((?:[^"\\]|\\.)*)"', args))
+    return connects, writes
+
+
+def _loopback(target: str) -> bool:
+    if target.startswith("AF_UNIX"):
+        return True  # local sockets (name service, X): not the network
+    return bool(re.search(r'inet_addr\("127\.|inet_pton\(AF_INET6, "::1"|::ffff:127\.', target))
+
+
+@ROOT_ONLY
+@pytest.mark.skipif(not shutil.which("strace") or not shutil.which("unshare"),
+                    reason="strace / unshare missing (make system-deps installs strace)")
+def test_self_test_offline_read_only_empty_home(bundle, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    log = tmp_path / "strace.log"
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in bundle.rglob("*"))
+    # a fresh network namespace has only a loopback device, and it is down: bring it up, as a
+    # laptop with no network has it
+    script = ('ip link set lo up && mount --bind "$B" "$B" && mount -o remount,bind,ro "$B" && '
+              'exec strace -f -qq -o "$LOG" -e trace=connect,' + ",".join(WRITE_SYSCALLS) +
+              ' env -i HOME="$H" PATH=/usr/bin:/bin LANG=C.UTF-8 "$B/glmv" --self-test')
+    r = subprocess.run(["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", script],
+                       env={"B": str(bundle), "H": str(home), "LOG": str(log), "PATH": os.environ["PATH"]},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    rep = _report(r.stdout)
+    assert rep["ok"], rep
+    assert rep["frozen"] and rep["backend"]["device"] == "CPU"
+    data = home / ".local" / "share" / "glmv-portable"
+    assert Path(rep["data_dir"]) == data, "read-only medium: data must go to the per-user folder"
+    assert "read-only" in rep["data_dir_note"] and str(data) in rep["data_dir_note"]
+    assert "readings.jsonl" in rep["files_written"] and (data / "readings.jsonl").is_file()
+
+    connects, writes = _strace_events(log)
+    foreign = [c for c in connects if not _loopback(c)]
+    assert not foreign, f"connection attempts beyond loopback: {foreign}"
+    assert any("127.0.0.1" in c for c in connects), "the self-test's server check should connect to loopback"
+    # creating the data folder creates its parents (~/.local/share) too: that is not writing elsewhere
+    outside = sorted({w for w in writes if not w.startswith(str(data)) and not str(data).startswith(w + "/")
+                      and w not in ("/dev/null", "/dev/tty")})
+    assert not outside, f"files written outside the data folder: {outside}"
+    after = sorted((str(p), p.stat().st_mtime_ns) for p in bundle.rglob("*"))
+    assert before == after, "the bundle folder changed"
+
+
+@pytest.mark.skipif(not shutil.which("qemu-x86_64") or not shutil.which("unshare"),
+                    reason="qemu-user / unshare missing (make system-deps installs qemu-user)")
+def test_self_test_on_an_old_cpu_without_avx(bundle, tmp_path):
+    """User-mode emulation of a Nehalem (SSE4.2, no AVX): any AVX instruction would be SIGILL.
+
+    PyInstaller's bootloader runs the program in a second process, and the CPU probe is a third:
+    ``qemu-x86_64 glmv`` would emulate only the first. So the executable gets an extension that
+    binfmt_misc, in a private user namespace (Linux >= 6.7), hands to qemu: every process of the
+    bundle then runs emulated, and QEMU_CPU picks the CPU model."""
+    copy = tmp_path / "glmv-portable"
+    shutil.copytree(bundle, copy, symlinks=True, copy_function=os.link)
+    exe = copy / (EXE + ".glmvqemu")
+    (copy / EXE).rename(exe)
+    qemu = shutil.which("qemu-x86_64")
+    script = ('mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null && '
+              f'echo ":glmvq:E::glmvqemu::{qemu}:F" > /proc/sys/fs/binfmt_misc/register || exit 97; '
+              'exec env -i QEMU_CPU=Nehalem PATH=/usr/bin:/bin HOME="$H" GLMV_DATA_DIR="$H/data" LANG=C.UTF-8 '
+              '"$X" --self-test')
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+                       env={"H": str(tmp_path), "X": str(exe), "PATH": os.environ["PATH"]},
+                       capture_output=True, text=True, timeout=900)
+    if r.returncode == 97:
+        pytest.skip("this kernel has no binfmt_misc in user namespaces (Linux >= 6.7)")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    rep = _report(r.stdout)
+    assert rep["ok"], rep
+    assert rep["backend"]["cpu_variant"] in BASELINE_VARIANTS, rep["backend"]
+    assert not any(f.startswith("AVX") for f in rep["backend"]["cpu_features"]), rep["backend"]
+    # the emulated CPU was the one asked for: only baseline variants were even candidates for the probe
+    probed = json.loads((tmp_path / "data" / "cpu-variants.json").read_text())
+    assert probed and all(any(f"cpu-{v}." in k for v in BASELINE_VARIANTS) for k in probed), probed
+
+
+def _free_display() -> str:
+    for n in range(90, 200):
+        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
+            return f":{n}"
+    raise RuntimeError("no free X display number")
+
+
+def test_no_display_falls_back_to_the_url_within_a_second(bundle, tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GLMV_DATA_DIR": str(tmp_path / "data"),
+           "LANG": "C.UTF-8"}
+    t0 = time.monotonic()
+    p = subprocess.Popen([str(bundle / EXE)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = p.stdout.readline().strip()
+        line = p.stderr.readline()
+        elapsed = time.monotonic() - t0
+        assert url.startswith("http://127.0.0.1:"), (url, line)
+        assert "no display here" in line and url in line, line
+        assert elapsed < 1.0, f"the fallback took {elapsed:.2f}s"
+        health = json.loads(urllib.request.urlopen(url + "health", timeout=30).read())
+        assert health["status"] == "ok"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=30) == 0
+
+
+@pytest.mark.skipif(not shutil.which("Xvfb"), reason="Xvfb is not installed (make system-deps)")
+def test_window_under_xvfb_then_model_ready(bundle, tmp_path):
+    from PIL import ImageGrab
+    disp = _free_display()
+    xvfb = subprocess.Popen(["Xvfb", disp, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if Path(f"/tmp/.X11-unix/X{disp[1:]}").exists():
+                break
+            time.sleep(0.05)
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DISPLAY": disp, "LANG": "C.UTF-8",
+               "GLMV_DATA_DIR": str(tmp_path / "data"), "GLMV_MODEL_DIR": str(bundle / "_internal" / "demo")}
+        t0 = time.monotonic()
+        p = subprocess.Popen([str(bundle / EXE)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            url = p.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:"), url
+            shown = ready = None
+            colours = 0
+            while time.monotonic() - t0 < 120 and (shown is None or ready is None):
+                assert p.poll() is None, p.stderr.read()
+                if ready is None:
+                    st = json.loads(urllib.request.urlopen(url + "api/status", timeout=30).read())
+                    if st["state"] == "ready":
+                        ready = time.monotonic() - t0
+                    assert st["state"] in ("loading", "ready"), st
+                if shown is None:
+                    shot = ImageGrab.grab(xdisplay=disp)
+                    colours = len(shot.convert("RGB").getcolors(1 << 20) or [])
+                    if colours > 200:
+                        shown = time.monotonic() - t0
+                        (ROOT / "build").mkdir(exist_ok=True)
+                        shot.save(ROOT / "build" / "bundle-window.png")
+                time.sleep(0.3)  # grabbing the screen costs CPU the window needs to start
+            if shown is None:
+                p.send_signal(signal.SIGTERM)
+                pytest.fail(f"the window stayed blank ({colours} colours); glmv said:\n{p.communicate(timeout=30)[1][-3000:]}")
+            assert ready is not None, "the demo model did not get ready"
+            (ROOT / "build" / "bundle-start.json").write_text(json.dumps(
+                {"window_shown_s": round(shown, 2), "model_ready_s": round(ready, 2)}))
+        finally:
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(timeout=30) == 0
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
+
+
+@pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is needed to build the stand-in GPU backend")
+def test_gpu_backend_without_driver_is_skipped_with_a_note(bundle, tmp_path):
+    """A CUDA bundle on a machine with no NVIDIA driver: the backend library links libcuda.so.1,
+    which is absent. It must be skipped with a one-line note, and the CPU must do the work."""
+    copy = tmp_path / "glmv-portable"
+    shutil.copytree(bundle, copy, symlinks=True, copy_function=os.link)
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (tmp_path / "x.c").write_text("void glmv_stand_in(void) {}\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", stub / "libcuda.so.1", tmp_path / "x.c",
+                    "-Wl,-soname,libcuda.so.1"], check=True)
+    lib = copy / "_internal" / "llama_cpp" / "lib" / "libggml-cuda.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", lib, tmp_path / "x.c", "-Wl,--no-as-needed", f"-L{stub}",
+                    "-l:libcuda.so.1"], check=True)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GLMV_DATA_DIR": str(tmp_path / "data"), "LANG": "C.UTF-8"}
+    r = subprocess.run([str(copy / EXE), "--self-test"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rep = _report(r.stdout)
+    assert rep["ok"] and rep["backend"]["device"] == "CPU", rep
+    notes = [ln for ln in r.stderr.splitlines() if "CUDA backend present but not usable here" in ln]
+    assert len(notes) == 1 and "libcuda.so.1" in notes[0], r.stderr[-2000:]
+    assert rep["backend"]["notes"] == notes
