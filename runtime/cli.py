@@ -364,9 +364,22 @@ def cmd_self_test(a) -> int:
 
 
 def cmd_serve(a) -> int:
-    """The local server (runtime/server.py); the model loads in the background (see /api/status)."""
-    from runtime import server
+    """The local server (runtime/server.py); the model loads in the background (see /api/status).
+    The socket is bound and announced before the heavy imports, so the URL — and with no display
+    the fallback line — come at once."""
+    from runtime.launcher import display_available, no_display_notice
     from runtime.paths import data_dir
+    from runtime.server_socket import BindError, announce
+    try:
+        ann = announce(a.host, a.port, a.token)
+    except BindError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    window = not a.no_window
+    if window and not display_available():
+        no_display_notice(ann.page)
+        window = False
+    from runtime import server
 
     def locate():
         return locate_pair(a)
@@ -374,12 +387,8 @@ def cmd_serve(a) -> int:
     def factory(text, mmproj, progress):
         a.progress = progress  # _engine passes it to EngineOptions: load progress in /api/status
         return _engine(a, text, mmproj)
-    try:
-        server.serve_forever(a.host, a.port, a.token, window=not a.no_window, data_dir=data_dir(a.data_dir),
-                             n_ctx=a.ctx, locate=locate, engine_factory=factory, default_max_tokens=a.max_tokens)
-    except server.BindError as e:
-        _err(str(e))
-        return EXIT_USAGE
+    server.serve_forever(a.host, a.port, a.token, window=window, announced=ann, data_dir=data_dir(a.data_dir),
+                         n_ctx=a.ctx, locate=locate, engine_factory=factory, default_max_tokens=a.max_tokens)
     return EXIT_OK
 
 

@@ -139,9 +139,13 @@ def open_ui(url: str, *, window: bool = True, log=sys.stderr) -> subprocess.Pope
     if display_available() and _open_browser(url):
         print(f"glmv: opened {url} in the browser", file=log, flush=True)
         return None
+    no_display_notice(url, log)
+    return None
+
+
+def no_display_notice(url: str, log=sys.stderr) -> None:
     print(f"glmv: no display here — open {url} in a browser on this computer, or use the command line "
           "(glmv ask PHOTO \"question\", glmv --help). Ctrl-C stops the server.", file=log, flush=True)
-    return None
 
 
 def _open_browser(url: str) -> bool:

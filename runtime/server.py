@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 import signal
-import socket
 import sys
 import threading
 import time
@@ -46,7 +44,8 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
 from . import server_openai as oai
-from .server_guard import BodyTooLarge, Guard, Policy, error_response, is_loopback
+from .server_guard import BodyTooLarge, Guard, Policy, error_response
+from .server_socket import Announced, BindError, announce, bind, resolve_token, ui_url, url_for  # noqa: F401
 from .server_state import LRU, Busy, ModelHost, NotReady, now_iso
 
 DEFAULT_MAX_BODY = 28 * 2**20   # a 20 MB photo, plus base64's 4/3 in JSON, plus headroom
@@ -404,55 +403,6 @@ class _Server(uvicorn.Server):
         return ctx()
 
 
-class BindError(OSError):
-    """The address/port cannot be listened on (in use, not this machine's address)."""
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Bind before printing the URL, so port 0 becomes a real, already-reserved port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    if sys.platform != "win32":
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), port))
-    except OSError as e:
-        sock.close()
-        raise BindError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
-def resolve_token(host: str, token: str | None) -> tuple[str | None, bool]:
-    """(token, generated). Beyond loopback a token is mandatory: generated when not given."""
-    if token:
-        return token, False
-    if is_loopback(host):
-        return None, False
-    return secrets.token_urlsafe(24), True
-
-
-def url_for(sock: socket.socket, host: str) -> str:
-    """The URL to open on this machine: loopback for wildcard binds."""
-    port = sock.getsockname()[1]
-    h = host.strip("[]")
-    if h in ("", "0.0.0.0") or (is_loopback(h) and ":" not in h):
-        shown = "127.0.0.1"
-    elif h in ("::", "::1"):
-        shown = "[::1]"
-    else:
-        shown = f"[{h}]" if ":" in h else h
-    return f"http://{shown}:{port}/"
-
-
-def ui_url(url: str, token: str | None) -> str:
-    """The page's address: with a token in force, the page needs it, and reads it once from
-    ``?token=`` (assets/ui/app.js keeps it for the tab and drops it from the address bar)."""
-    from .launcher import with_token
-    return with_token(url, token)
-
-
 def _config(app) -> uvicorn.Config:
     return uvicorn.Config(app, http="h11", loop="asyncio", ws="none", lifespan="on", log_level="warning",
                           timeout_graceful_shutdown=5, access_log=False)
@@ -491,25 +441,17 @@ def run(host: str = "127.0.0.1", port: int = 0, token: str | None = None, **app_
 
 
 def serve_forever(host: str = "127.0.0.1", port: int = 0, token: str | None = None, window: bool = False,
-                  out=None, **app_kw) -> None:
-    """``glmv serve``: the URL is the first line of stdout; serves until SIGINT/SIGTERM."""
-    out = out or sys.stdout
-    token, generated = resolve_token(host, token)
-    sock = bind(host, port)
-    url = url_for(sock, host)
-    print(url, file=out, flush=True)   # the bare URL stays the first line: scripts read it
-    if generated:
-        print(f"glmv serve: listening beyond this computer; API token (send 'Authorization: Bearer <token>'): "
-              f"{token}", file=sys.stderr, flush=True)
-    page = ui_url(url, token)
-    if token:  # the bare URL's page would be refused by its own API: say which address works
-        print(f"glmv serve: open the UI at {page}", file=sys.stderr, flush=True)
-    app = create_app(token=token, bind_host=host, port=sock.getsockname()[1], **app_kw)
+                  out=None, announced: Announced | None = None, **app_kw) -> None:
+    """``glmv serve``: the URL is the first line of stdout; serves until SIGINT/SIGTERM.
+    ``announced``: the socket already bound and announced (the CLI does that before importing
+    this module, so the URL and the no-display fallback come at once)."""
+    ann = announced or announce(host, port, token, out)
+    app = create_app(token=ann.token, bind_host=host, port=ann.sock.getsockname()[1], **app_kw)
     server = _Server(_config(app), app.state.host)
     if not window:
-        server.run(sockets=[sock])
+        server.run(sockets=[ann.sock])
         return
-    _serve_with_ui(server, sock, page)
+    _serve_with_ui(server, ann.sock, ann.page)
 
 
 def _serve_with_ui(server: _Server, sock, url: str) -> None:

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
+from .server_socket import is_loopback  # noqa: F401 (part of this module's interface)
+
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 PROTECTED_PREFIXES = ("/api/", "/v1/")
@@ -44,16 +46,6 @@ def too_large_message(limit: int) -> str:
 def error_response(status: int, message: str, type_: str, headers: dict | None = None) -> JSONResponse:
     """Every error the server returns has this one shape (OpenAI's)."""
     return JSONResponse({"error": {"message": message, "type": type_}}, status_code=status, headers=headers)
-
-
-def is_loopback(host: str) -> bool:
-    h = host.strip("[]")
-    if h == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
 
 
 def _is_ip(name: str) -> bool:

@@ -275,3 +275,27 @@ def test_gpu_backend_without_driver_is_skipped_with_a_note(bundle, tmp_path):
     notes = [ln for ln in r.stderr.splitlines() if "CUDA backend present but not usable here" in ln]
     assert len(notes) == 1 and "libcuda.so.1" in notes[0], r.stderr[-2000:]
     assert rep["backend"]["notes"] == notes
+
+
+@ROOT_ONLY
+def test_read_only_stick_status_says_where_data_goes(bundle, tmp_path):
+    """`glmv serve` from a read-only bundle: /api/status carries the note the status bar shows."""
+    home = tmp_path / "home"
+    home.mkdir()
+    script = ('mount --bind "$B" "$B" && mount -o remount,bind,ro "$B" && '
+              'exec env -i HOME="$H" PATH=/usr/bin:/bin LANG=C.UTF-8 "$B/glmv" serve --no-window')
+    p = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                         env={"B": str(bundle), "H": str(home), "PATH": os.environ["PATH"]},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = p.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), (url, p.stderr.read() if p.poll() is not None else "")
+        st = json.loads(urllib.request.urlopen(url + "api/status", timeout=30).read())
+        data = home / ".local" / "share" / "glmv-portable"
+        assert st["data_dir"] == str(data)
+        assert st["data_dir_note"] and "read-only" in st["data_dir_note"], st
+        page = urllib.request.urlopen(url, timeout=30).read().decode()
+        assert 'id="st-data"' in page
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)

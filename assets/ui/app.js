@@ -166,6 +166,11 @@ function renderStatus() {
   $("#st-cpu").textContent = s?.hardware?.cpu_variant || t("status.none");
   $("#st-gpu").textContent = s ? (gpus.length ? gpus.map((g) => g.description || g.name).join(", ") : t("status.noGpu")) : t("status.none");
   $("#st-tps").textContent = s?.last_decode_tps ? t("status.tpsValue", { tps: s.last_decode_tps }) : t("status.none");
+  // a read-only stick: say where the readings and caches go instead
+  const data = $("#st-data");
+  data.hidden = !s?.data_dir_note;
+  data.textContent = s?.data_dir_note ? t("status.dataElsewhere", { dir: s.data_dir }) : "";
+  data.title = s?.data_dir_note || "";
 }
 
 // ---------------------------------------------------------------------------------------------
