@@ -69,7 +69,10 @@ def one_run(cmd: list[str], model_dir: Path, display: bool) -> dict:
         return out
     finally:
         p.send_signal(signal.SIGTERM)
-        p.wait(30)
+        err = p.communicate(timeout=30)[1]
+        if display and "window" not in out:
+            out["stderr_tail"] = err[-2000:]   # why the window did not paint
+            print(f"window not painted ({cmd[0]}):\n{err[-2000:]}", file=sys.stderr)
         if xvfb:
             xvfb.terminate()
             xvfb.wait(10)
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
     med = {}
     for w in who:
         for key, kind in (("url", "display"), ("window", "display"), ("ready", "display"), ("fallback", "nodisplay")):
-            vals = [r[key] for r in results[w][kind] if key in r]
+            vals = [r[key] for r in results[w][kind] if isinstance(r.get(key), float)]
             med[(w, key)] = statistics.median(vals) if vals else float("nan")
             rows.append((w, key, med[(w, key)], len(vals)))
     files = [p for p in bundle.rglob("*") if p.is_file() and not p.is_symlink()]
