@@ -178,6 +178,10 @@ def build(out: Path, cuda: bool = False, clean: bool = False) -> Path:
         import PyInstaller  # noqa: F401
     except ImportError:
         raise SystemExit("PyInstaller is not installed: pip install -e '.[bundle]' (make bundle does this)")
+    if cuda:
+        from portable_build.llama_build import cached_wheel, cuda_preflight
+        if cached_wheel(cuda=True) is None and (missing := cuda_preflight()):
+            raise SystemExit("cannot build the CUDA bundle here; missing: " + "; ".join(missing))
     t0 = time.monotonic()
     work = ROOT / "build" / ("bundle-cuda" if cuda else "bundle")
     extra = work / "extra"

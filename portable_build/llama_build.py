@@ -158,11 +158,31 @@ def add_libs_to_wheel(wheel: Path, libs: list[Path], out: Path) -> None:
     os.replace(tmp, out)
 
 
+def cuda_preflight(env: dict | None = None) -> list[str]:
+    """What the CUDA build needs and this machine lacks (empty when it can build): checked before
+    a build that would otherwise fail after many minutes."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("CUDA_HOME") or env.get("CUDA_PATH") or "/usr/local/cuda")
+    nvcc = shutil.which("nvcc", path=os.pathsep.join([str(home / "bin"), env.get("PATH", "")]))
+    missing = []
+    if not nvcc:
+        missing.append(f"nvcc (the CUDA toolkit; looked in {home / 'bin'} and PATH)")
+    if not any(home.glob("include/cublas_v2.h")) and not any(home.glob("targets/*/include/cublas_v2.h")):
+        missing.append(f"cuBLAS headers (cublas_v2.h) under {home}: install the toolkit's cuBLAS component")
+    libs = ("cublas*.lib", "cublas64_*.dll") if sys.platform == "win32" else ("libcublas.so*",)
+    if not any(p for pat in libs for sub in ("lib64", "lib", "lib/x64", "targets/*/lib") for p in home.glob(f"{sub}/{pat}")):
+        missing.append(f"cuBLAS libraries under {home} (ggml's CUDA backend links cuBLAS)")
+    return missing
+
+
 def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int | None = None) -> Path:
     existing = cached_wheel(version, cuda)
     if existing:
         _log(f"cached wheel: {existing}")
         return existing
+    if cuda and (missing := cuda_preflight()):
+        raise SystemExit("cannot build the CUDA backend on this machine; missing:\n  - " + "\n  - ".join(missing)
+                         + "\n(set CUDA_HOME to a full CUDA toolkit, 12.x or 13.x)")
     d = entry_dir(version, cuda)
     d.mkdir(parents=True, exist_ok=True)
     sdist = _fetch_sdist(version, d / "sdist")

@@ -114,7 +114,10 @@ def run_window(url: str, on_ready=None) -> int:
     url = with_token(url, os.environ.pop(TOKEN_ENV, None))  # see TOKEN_ENV; not passed to Qt's children
     import webview
     window = webview.create_window(TITLE, url, width=1180, height=760, min_size=(960, 560))
-    webview.start(on_ready, window, gui="qt") if on_ready else webview.start(gui="qt")
+    from .demo_model import resources_dir
+    icon = resources_dir() / "assets" / "ui" / "icon.svg"   # Qt reads SVG icons (the svg icon engine is bundled)
+    kw = {"gui": "qt", "icon": str(icon) if icon.is_file() else None}
+    webview.start(on_ready, window, **kw) if on_ready else webview.start(**kw)
     return 0
 
 
