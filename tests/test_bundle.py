@@ -299,3 +299,52 @@ def test_read_only_stick_status_says_where_data_goes(bundle, tmp_path):
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=30)
+
+
+@ROOT_ONLY
+@pytest.mark.skipif(not shutil.which("Xvfb"), reason="Xvfb is not installed (make system-deps)")
+def test_window_on_a_host_without_fontconfig_uses_the_bundled_fonts(bundle, tmp_path):
+    """A rescue system may have no fontconfig setup, where QtWebEngine hangs: /etc/fonts and the
+    system fonts are hidden (a private mount namespace), and the Chinese page must still paint,
+    from the bundle's fonts.conf and fonts."""
+    from PIL import ImageGrab
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    disp = _free_display()
+    xvfb = subprocess.Popen(["Xvfb", disp, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    script = ('for d in /etc/fonts /usr/share/fonts /usr/local/share/fonts; do [ -d "$d" ] && mount --bind "$E" "$d"; done; '
+              'exec env -i HOME="$H" PATH=/usr/bin:/bin LANG=zh_CN.UTF-8 LANGUAGE=zh_CN DISPLAY="$DISP" '
+              'GLMV_DATA_DIR="$H/data" "$B/glmv"')
+    try:
+        while not Path(f"/tmp/.X11-unix/X{disp[1:]}").exists():
+            time.sleep(0.05)
+        p = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                             env={"B": str(bundle), "H": str(tmp_path), "E": str(empty), "DISP": disp,
+                                  "PATH": os.environ["PATH"]},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            url = p.stdout.readline().strip()
+            assert url.startswith("http://127.0.0.1:"), url
+            colours, t0 = 0, time.monotonic()
+            while time.monotonic() - t0 < 90 and colours <= 200:
+                assert p.poll() is None
+                time.sleep(0.5)
+                shot = ImageGrab.grab(xdisplay=disp)
+                colours = len(shot.convert("RGB").getcolors(1 << 20) or [])
+            shot.save(ROOT / "build" / "bundle-window-nofontconfig.png")
+            if colours <= 200:
+                p.send_signal(signal.SIGTERM)
+                pytest.fail(f"the window stayed blank ({colours} colours):\n{p.communicate(timeout=30)[1][-3000:]}")
+            # the window child is the one that reads fonts: it must have been given the bundled config
+            kids = [k for k in subprocess.run(["pgrep", "-f", "--", "--glmv-window"], capture_output=True,
+                                              text=True).stdout.split()
+                    if str(bundle).encode() in Path(f"/proc/{k}/cmdline").read_bytes()]
+            envs = [Path(f"/proc/{k}/environ").read_bytes().split(b"\0") for k in kids]
+            assert any(f"FONTCONFIG_FILE={bundle}/_internal/assets/fonts/fonts.conf".encode() in e for e in envs), kids
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=30)
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
