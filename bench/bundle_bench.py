@@ -12,6 +12,7 @@ medians, the bundle/source ratio, the bundle's size and file count.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import statistics
@@ -23,28 +24,22 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_display() -> str:
-    for n in range(150, 250):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            return f":{n}"
-    raise RuntimeError("no free X display")
+sys.path.insert(0, str(ROOT / "tests"))
+from xdisplay import xvfb_display  # noqa: E402  (the tests' private X server)
 
 
 def one_run(cmd: list[str], model_dir: Path, display: bool) -> dict:
-    from PIL import ImageGrab
     tmp = Path(tempfile.mkdtemp(prefix="glmv-bench-"))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "LANG": "C.UTF-8", "GLMV_DATA_DIR": str(tmp / "data"),
            "GLMV_MODEL_DIR": str(model_dir), "PYTHONPATH": str(ROOT)}
-    xvfb = None
-    if display:
-        disp = _free_display()
-        xvfb = subprocess.Popen(["Xvfb", disp, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not Path(f"/tmp/.X11-unix/X{disp[1:]}").exists():
-            time.sleep(0.02)
-        env["DISPLAY"] = disp
+    with contextlib.ExitStack() as stack:
+        if display:
+            env["DISPLAY"] = stack.enter_context(xvfb_display())
+        return _measure(cmd, env, display)
+
+
+def _measure(cmd: list[str], env: dict, display: bool) -> dict:
+    from PIL import ImageGrab
     out: dict = {}
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -73,9 +68,6 @@ def one_run(cmd: list[str], model_dir: Path, display: bool) -> dict:
         if display and "window" not in out:
             out["stderr_tail"] = err[-2000:]   # why the window did not paint
             print(f"window not painted ({cmd[0]}):\n{err[-2000:]}", file=sys.stderr)
-        if xvfb:
-            xvfb.terminate()
-            xvfb.wait(10)
 
 
 def main(argv=None) -> int:

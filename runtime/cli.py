@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.demo_model import resources_dir
+from runtime.paths import resources_dir
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INPUT, EXIT_RESOURCES = 0, 1, 2, 3, 4
 SAMPLE_PLATE = resources_dir() / "assets" / "samples" / "plate-synthetic.jpg"

@@ -8,18 +8,13 @@ data folder (demo) or a temporary folder (probe), exactly as the bundle build ma
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
+
+from .paths import resources_dir
 
 DEMO_NAME = "glmv-demo"
 DEMO_QUANTS = ("Q4_K_M", "Q8_0")          # text, mmproj: what `glmv demo` and the bundle use
 PROBE_QUANTS = ("Q8_0", "F16")            # the CPU probe evaluates one text model of each
-
-
-def resources_dir() -> Path:
-    """The bundle's data files (PyInstaller's ``_internal``), or the checkout root."""
-    frozen = getattr(sys, "_MEIPASS", None)
-    return Path(frozen) if frozen else Path(__file__).resolve().parent.parent
 
 
 def bundled_demo_dir() -> Path | None:

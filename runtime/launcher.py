@@ -63,7 +63,8 @@ def _frozen_webengine_paths() -> dict:
     """In the bundle, QtWebEngine's renderer finds its resources (icudtl.dat, *.pak) through
     qt.conf only when the bundle's path is plain ASCII without spaces: from "/media/usb/测试 盘/"
     the page stays blank. Explicit paths work from anywhere."""
-    qt = Path(getattr(sys, "_MEIPASS", "")) / "PySide6" / "Qt"
+    from .paths import resources_dir
+    qt = resources_dir() / "PySide6" / "Qt"
     if not getattr(sys, "frozen", False) or not (qt / "resources").is_dir():
         return {}
     return {"QTWEBENGINE_RESOURCES_PATH": str(qt / "resources"),
@@ -83,7 +84,8 @@ def qt_defaults(env: dict | None = None, app_dir: Path | None = None) -> dict:
         out["QTWEBENGINE_CHROMIUM_FLAGS"] = (out.get("QTWEBENGINE_CHROMIUM_FLAGS", "") + " --disable-gpu").strip()
     out.update(_frozen_webengine_paths())
     if sys.platform == "linux" and "FONTCONFIG_FILE" not in env and not any(Path(p).exists() for p in SYSTEM_FONTS_CONF):
-        bundled = (app_dir or Path(__file__).resolve().parent.parent) / "assets" / "fonts" / "fonts.conf"
+        from .paths import resources_dir
+        bundled = (app_dir or resources_dir()) / "assets" / "fonts" / "fonts.conf"
         if bundled.exists():
             out["FONTCONFIG_FILE"] = str(bundled)
     return {k: v for k, v in out.items() if k not in env}
@@ -114,7 +116,7 @@ def run_window(url: str, on_ready=None) -> int:
     url = with_token(url, os.environ.pop(TOKEN_ENV, None))  # see TOKEN_ENV; not passed to Qt's children
     import webview
     window = webview.create_window(TITLE, url, width=1180, height=760, min_size=(960, 560))
-    from .demo_model import resources_dir
+    from .paths import resources_dir
     icon = resources_dir() / "assets" / "ui" / "icon.svg"   # Qt reads SVG icons (the svg icon engine is bundled)
     kw = {"gui": "qt", "icon": str(icon) if icon.is_file() else None}
     webview.start(on_ready, window, **kw) if on_ready else webview.start(**kw)

@@ -17,6 +17,13 @@ def app_dir() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def resources_dir() -> Path:
+    """The program's own data files: the bundle's ``_internal`` (PyInstaller's ``sys._MEIPASS``),
+    or the checkout root. assets/ and the bundled demo/ live here."""
+    frozen = getattr(sys, "_MEIPASS", None)
+    return Path(frozen) if frozen else Path(__file__).resolve().parent.parent
+
+
 def user_data_dir() -> Path:
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")

@@ -56,8 +56,8 @@ the API is at <code>/api/status</code> and <code>/v1/chat/completions</code>.</p
 
 
 def ui_dir() -> Path:
-    from .paths import app_dir
-    return Path(getattr(sys, "_MEIPASS", app_dir())) / "assets" / "ui"
+    from .paths import resources_dir
+    return resources_dir() / "assets" / "ui"
 
 
 class EventStream(StreamingResponse):
@@ -466,15 +466,19 @@ def _serve_with_ui(server: _Server, sock, url: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     child = None
+    retries = 1   # Qt sometimes fails its first X connection ("could not connect to display", seen
+    #               under Xvfb, cause not found): a window that dies at start gets one more try
     try:
-        child = open_ui(url)
+        child, started = open_ui(url), time.monotonic()
         while t.is_alive() and not stop.is_set():
             if child is not None and child.poll() is not None:
                 if child.returncode == 0:
                     break  # the user closed the window
-                print(f"glmv: the window stopped unexpectedly (exit {child.returncode}); the server keeps "
-                      "running", file=sys.stderr, flush=True)
-                child = open_ui(url, window=False)
+                again = retries > 0 and time.monotonic() - started < 15
+                print(f"glmv: the window stopped unexpectedly (exit {child.returncode}); "
+                      + ("opening it again" if again else "the server keeps running"), file=sys.stderr, flush=True)
+                retries -= 1
+                child, started = open_ui(url, window=again), time.monotonic()
             stop.wait(0.25)
     except KeyboardInterrupt:
         pass

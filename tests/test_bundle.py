@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from xdisplay import xvfb_display
 
 ROOT = Path(__file__).resolve().parent.parent
 EXE = "glmv.exe" if os.name == "nt" else "glmv"
@@ -178,13 +179,6 @@ def test_self_test_on_an_old_cpu_without_avx(bundle, tmp_path):
     assert probed and all(any(f"cpu-{v}." in k for v in BASELINE_VARIANTS) for k in probed), probed
 
 
-def _free_display() -> str:
-    for n in range(90, 200):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            return f":{n}"
-    raise RuntimeError("no free X display number")
-
-
 def test_no_display_falls_back_to_the_url_within_a_second(bundle, tmp_path):
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GLMV_DATA_DIR": str(tmp_path / "data"),
            "LANG": "C.UTF-8"}
@@ -207,14 +201,7 @@ def test_no_display_falls_back_to_the_url_within_a_second(bundle, tmp_path):
 @pytest.mark.skipif(not shutil.which("Xvfb"), reason="Xvfb is not installed (make system-deps)")
 def test_window_under_xvfb_then_model_ready(bundle, tmp_path):
     from PIL import ImageGrab
-    disp = _free_display()
-    xvfb = subprocess.Popen(["Xvfb", disp, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if Path(f"/tmp/.X11-unix/X{disp[1:]}").exists():
-                break
-            time.sleep(0.05)
+    with xvfb_display() as disp:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DISPLAY": disp, "LANG": "C.UTF-8",
                "GLMV_DATA_DIR": str(tmp_path / "data"), "GLMV_MODEL_DIR": str(bundle / "_internal" / "demo")}
         t0 = time.monotonic()
@@ -248,9 +235,6 @@ def test_window_under_xvfb_then_model_ready(bundle, tmp_path):
         finally:
             p.send_signal(signal.SIGTERM)
             assert p.wait(timeout=30) == 0
-    finally:
-        xvfb.terminate()
-        xvfb.wait(10)
 
 
 @pytest.mark.skipif(not shutil.which("gcc"), reason="gcc is needed to build the stand-in GPU backend")
@@ -310,15 +294,10 @@ def test_window_on_a_host_without_fontconfig_uses_the_bundled_fonts(bundle, tmp_
     from PIL import ImageGrab
     empty = tmp_path / "empty"
     empty.mkdir()
-    disp = _free_display()
-    xvfb = subprocess.Popen(["Xvfb", disp, "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     script = ('for d in /etc/fonts /usr/share/fonts /usr/local/share/fonts; do [ -d "$d" ] && mount --bind "$E" "$d"; done; '
               'exec env -i HOME="$H" PATH=/usr/bin:/bin LANG=zh_CN.UTF-8 LANGUAGE=zh_CN DISPLAY="$DISP" '
               'GLMV_DATA_DIR="$H/data" "$B/glmv"')
-    try:
-        while not Path(f"/tmp/.X11-unix/X{disp[1:]}").exists():
-            time.sleep(0.05)
+    with xvfb_display() as disp:
         p = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                              env={"B": str(bundle), "H": str(tmp_path), "E": str(empty), "DISP": disp,
                                   "PATH": os.environ["PATH"]},
@@ -345,6 +324,3 @@ def test_window_on_a_host_without_fontconfig_uses_the_bundled_fonts(bundle, tmp_
         finally:
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=30)
-    finally:
-        xvfb.terminate()
-        xvfb.wait(10)

@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from xdisplay import xvfb_display
 
 from runtime.launcher import TITLE, TOKEN_ENV, WINDOW_FLAG, qt_defaults
 
@@ -66,24 +67,11 @@ def _no_display_env() -> dict:
 
 @pytest.fixture
 def xvfb():
-    """A private X server (Xvfb :N) for one test; its display name."""
+    """A private X server (Xvfb :N) for one test; its display name (tests/xdisplay.py)."""
     if not shutil.which("Xvfb"):
         pytest.skip("Xvfb is not installed (make system-deps)")
-    n = 90 + os.getpid() % 100
-    while Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
-        n += 1
-    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{n}").exists():
-            assert proc.poll() is None, f"Xvfb :{n} exited with {proc.returncode}"
-            assert time.monotonic() < deadline, f"Xvfb :{n} did not start in 10 s"
-            time.sleep(0.1)
-        yield f":{n}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with xvfb_display() as disp:
+        yield disp
 
 
 @pytest.fixture(scope="module")
