@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glmv-setup
 
-.PHONY: setup demo test bench clean llama-wheel system-deps bundle
+.PHONY: setup demo test bench clean llama-wheel system-deps bundle plate-model plate-accuracy
 
 setup: $(STAMP)
 
@@ -42,7 +42,7 @@ system-deps:
 BUNDLE      := dist/glmv-portable
 BUNDLE_INFO := $(BUNDLE)/_internal/BUILD-INFO.json
 BUNDLE_SRC  := $(wildcard runtime/*.py convert/*.py portable_build/*.py portable_build/glmv.spec \
-                 portable_build/layout/* assets/ui/* assets/samples/*)
+                 portable_build/layout/* assets/ui/* assets/samples/* assets/models/glmv-plates/*)
 bundle: $(BUNDLE_INFO)
 $(BUNDLE_INFO): $(STAMP) $(BUNDLE_SRC)
 	$(BIN)/python -m portable_build.bundle --out $(BUNDLE)
@@ -53,6 +53,18 @@ test: setup system-deps bundle
 
 bench: setup
 	$(BIN)/python bench/convert_bench.py
+
+# The demo model: train on CPU (~60 min on 2 cores, seeded), release into assets/models/glmv-plates
+# (HF checkpoint + Q8_0 GGUF pair), then measure it on 200 held-out plates and record the fields the
+# self-test checks. docs/demo-model.md says what each step does.
+PLATE_RUN ?= build/plate-model
+plate-model: setup
+	$(BIN)/python -m convert.train_plates $(PLATE_RUN) --steps 1300 --batch 8 --seed 0
+	$(BIN)/python -m convert.plate_release $(PLATE_RUN) assets/models/glmv-plates --quant Q8_0
+	$(BIN)/python bench/plate_accuracy.py --count 200 --write-manifest
+
+plate-accuracy: setup
+	$(BIN)/python bench/plate_accuracy.py --count 200
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

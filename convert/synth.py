@@ -112,11 +112,19 @@ def _bytes_to_unicode() -> tuple[str, ...]:
     return tuple(chr(b) if b in keep else chr(next(moved)) for b in range(256))
 
 
+Bpe = tuple[tuple[str, ...], tuple[tuple[str, str], ...]]  # (vocab in id order, merges in rank order)
+_DIGITS = frozenset("0123456789")
+
+
 @functools.lru_cache(maxsize=None)
-def _train_bpe(max_merges: int = 1600) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    """Greedy BPE over the corpus; incremental pair counts keep it well under 1 s."""
+def _train_bpe(max_merges: int = 1600, corpus: str | None = None, split_digits: bool = False) -> Bpe:
+    """Greedy BPE over the corpus; incremental pair counts keep it well under 1 s.
+
+    ``split_digits`` forbids merging two digit strings, so every digit stays one token: a model
+    that copies serial numbers then sees the same token for a digit in every context (and HF and
+    llama.cpp, whose GLM-4 pre-split cuts digits into runs of 1-3, tokenize numbers identically)."""
     b2u = _bytes_to_unicode()
-    freq = Counter("".join(b2u[b] for b in w.encode()) for w in _TRAIN_SPLIT.findall(_corpus()))
+    freq = Counter("".join(b2u[b] for b in w.encode()) for w in _TRAIN_SPLIT.findall(corpus or _corpus()))
     words = [list(w) for w in sorted(freq)]
     counts = [freq[w] for w in sorted(freq)]
     pairs: Counter = Counter()
@@ -132,6 +140,9 @@ def _train_bpe(max_merges: int = 1600) -> tuple[tuple[str, ...], tuple[tuple[str
         c, p = heapq.heappop(heap)
         if pairs.get(p, 0) != -c:
             continue  # stale heap entry; the pair's count changed since it was pushed
+        if split_digits and _DIGITS.issuperset(p[0] + p[1]):
+            del pairs[p]
+            continue
         merges.append(p)
         new = p[0] + p[1]
         if new not in seen:  # two merges can spell the same token; keep the first id
@@ -164,8 +175,8 @@ def _train_bpe(max_merges: int = 1600) -> tuple[tuple[str, ...], tuple[tuple[str
     return tuple(vocab), tuple(merges)
 
 
-def _special_ids() -> dict[str, int]:
-    base = len(_train_bpe()[0])
+def _special_ids(bpe: Bpe | None = None) -> dict[str, int]:
+    base = len((bpe or _train_bpe())[0])
     return {t: base + i for i, t in enumerate(SPECIAL_TOKENS)}
 
 
@@ -215,11 +226,12 @@ CHAT_TEMPLATE = r"""[gMASK]<sop>
 {%- endif -%}"""
 
 
-def build_tokenizer_files(out_dir: Path) -> dict:
-    """Write tokenizer.json & co. into out_dir; returns the ids others need."""
+def build_tokenizer_files(out_dir: Path, bpe: Bpe | None = None) -> dict:
+    """Write tokenizer.json & co. into out_dir; returns the ids others need. ``bpe``: another
+    vocabulary (e.g. a task tokenizer) with the same special tokens and chat template."""
     out_dir = Path(out_dir)
-    vocab, merges = _train_bpe()
-    ids = _special_ids()
+    vocab, merges = bpe or _train_bpe()
+    ids = _special_ids(bpe)
     added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": t not in _NOT_SPECIAL} for t, i in ids.items()]
     tokenizer = {
@@ -330,8 +342,8 @@ _TEXT_LAYER = [
 _INIT = {"w": (0.0, None), "norm": (1.0, 0.1), "bias": (0.0, 0.1), "pos": (0.0, 0.5), "embed": (0.0, 1.0)}
 
 
-def _vocab_size(spec: SynthSpec) -> int:
-    used = len(_train_bpe()[0]) + len(SPECIAL_TOKENS)
+def _vocab_size(spec: SynthSpec, bpe: Bpe | None = None) -> int:
+    used = len((bpe or _train_bpe())[0]) + len(SPECIAL_TOKENS)
     return spec.vocab_size or -(-used // 64) * 64
 
 
@@ -355,12 +367,12 @@ def tensor_table(spec: SynthSpec) -> list[tuple[str, tuple[int, ...], str]]:
     return sorted((n, tuple(d[x] if isinstance(x, str) else x for x in s), i) for n, s, i in rows)
 
 
-def build_config(spec: SynthSpec, dialect: str) -> dict:
-    ids = _special_ids()
+def build_config(spec: SynthSpec, dialect: str, bpe: Bpe | None = None) -> dict:
+    ids = _special_ids(bpe)
     head = spec.hidden_size // spec.num_attention_heads
     assert sum(spec.mrope_section) * 2 == int(head * PARTIAL_ROTARY), "mrope_section must cover rotary_dim/2"
     text = {
-        "model_type": "glm4v_text", "vocab_size": _vocab_size(spec), "hidden_size": spec.hidden_size,
+        "model_type": "glm4v_text", "vocab_size": _vocab_size(spec, bpe), "hidden_size": spec.hidden_size,
         "intermediate_size": spec.intermediate_size, "num_hidden_layers": spec.num_hidden_layers,
         "num_attention_heads": spec.num_attention_heads, "num_key_value_heads": spec.num_key_value_heads,
         "hidden_act": "silu", "max_position_embeddings": 131072, "rms_norm_eps": 1e-5,

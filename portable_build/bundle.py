@@ -108,11 +108,13 @@ def make_fonts(out: Path) -> list[str]:
 
 
 def make_demo(out: Path, work: Path) -> dict:
-    """The demo pair and the CPU-probe models, prebuilt (the bundle never writes outside data/)."""
-    from runtime.demo_model import PROBE_QUANTS, build_demo, build_probe_models
-    text, mmproj = build_demo(work / "demo")
+    """The demo model (the committed glmv-plates pair, its manifest and model card) and the CPU-probe
+    models, prebuilt: the bundle never writes outside data/."""
+    from runtime.demo_model import PROBE_QUANTS, build_probe_models, demo_pair, source_demo_dir
+    src = source_demo_dir()
+    text, mmproj = demo_pair()
     out.mkdir(parents=True, exist_ok=True)
-    for f in (text, mmproj, text.parent / "manifest.json"):
+    for f in (text, mmproj, src / "manifest.json", src / "README.md"):
         shutil.copy2(f, out / f.name)
     probe = out / "probe"
     probe.mkdir(exist_ok=True)

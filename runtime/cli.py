@@ -12,7 +12,7 @@ Commands:
   glmv models [--verify]                      GGUF pairs found, sizes, quant, checksums
   glmv doctor [--json]                        CPU and flags, llama.cpp CPU variant, RAM, GPU/VRAM,
                                               models found, the quant recommended for this machine
-  glmv demo                                   build the demo model once, ask about a sample plate
+  glmv demo                                   the built-in demo model reads a sample plate, checked against its truth
   glmv --self-test                            offline end-to-end check on the demo model (JSON report)
   glmv serve [--host H] [--port P] [--token T] local HTTP server (web UI, app API, OpenAI-compatible
                                               /v1); prints its URL as the first line of stdout
@@ -29,11 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.paths import resources_dir
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INPUT, EXIT_RESOURCES = 0, 1, 2, 3, 4
-SAMPLE_PLATE = resources_dir() / "assets" / "samples" / "plate-synthetic.jpg"
-DEMO_QUESTION = "What is the serial number on this nameplate?"
 
 
 def _err(msg: str) -> None:
@@ -101,6 +98,19 @@ def locate_pair(a) -> tuple[Path, Path]:
                          "of: " + ", ".join(str(d) for d in dirs) + " — or pass --model-dir")
 
 
+def locate_pair_or_demo(a) -> tuple[Path, Path]:
+    """The installed pair; with none installed (and no --model-dir), the built-in demo model, so
+    the window opens ready to read the sample plate instead of on an error."""
+    from runtime.demo_model import demo_pair
+    from runtime.model_files import ModelFileError
+    try:
+        return locate_pair(a)
+    except ModelFileError:
+        if getattr(a, "model_dir", None):
+            raise
+        return demo_pair()
+
+
 def _engine(a, text: Path, mmproj: Path):
     from runtime.engine import Engine, EngineOptions
     from runtime.paths import data_dir
@@ -156,9 +166,16 @@ def _stream(session, question: str, a, cancel: _Cancel | None = None) -> dict:
     return result
 
 
+def pixel_budget(a, text: Path) -> int:
+    """--pixel-budget, else the model's own (its manifest), else the default."""
+    from runtime import images
+    from runtime.model_files import manifest_pixel_budget
+    return a.pixel_budget or manifest_pixel_budget(text) or images.DEFAULT_PIXEL_BUDGET
+
+
 def _ask(text: Path, mmproj: Path, photo: Path, question: str, a) -> dict:
     from runtime import images
-    img = images.load(photo, pixel_budget=a.pixel_budget)
+    img = images.load(photo, pixel_budget=pixel_budget(a, text))
     eng = _engine(a, text, mmproj)
     try:
         return _stream(eng.session(img, enable_thinking=a.think), question, a)
@@ -178,7 +195,7 @@ def cmd_chat(a) -> int:
     from runtime import images
     from runtime.session import ContextFullError
     text, mmproj = locate_pair(a)
-    img = images.load(a.photo, pixel_budget=a.pixel_budget)
+    img = images.load(a.photo, pixel_budget=pixel_budget(a, text))
     eng = _engine(a, text, mmproj)
     session = eng.session(img, enable_thinking=a.think)
     cancel = _Cancel()
@@ -240,7 +257,7 @@ def cmd_read_plate(a) -> int:
     from runtime.paths import data_dir
     from runtime.sampling import SamplingOptions
     text, mmproj = locate_pair(a)
-    prepared = [(Path(p), images.load(p, pixel_budget=a.pixel_budget)) for p in a.photos]  # fail before loading
+    prepared = [(Path(p), images.load(p, pixel_budget=pixel_budget(a, text))) for p in a.photos]  # fail before loading
     eng = _engine(a, text, mmproj)
     log = data_dir(a.data_dir) / "readings.jsonl"
     quant = manifest_quant(text)
@@ -343,18 +360,42 @@ def cmd_doctor(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from runtime.demo_model import demo_pair
+    """The built-in demo model reads the sample plate; each field is shown beside what is printed."""
+    import json as _json
+    from runtime import images, plate
+    from runtime.demo_model import compare, demo_manifest, demo_pair, sample_plate
     from runtime.paths import data_dir
-    print("glmv demo: the synthetic demo model has RANDOM weights — its answers are meaningless noise.\n"
-          "It shows the real pipeline (checkpoint → GGUF → llama.cpp + mtmd). For real answers, convert\n"
-          "GLM-4.6V-Flash with `glmv convert <hf-folder> --out models/` and run `glmv ask PHOTO \"question\"`.\n",
-          file=sys.stderr)
-    t0 = time.perf_counter()
-    text, mmproj = demo_pair(data_dir(a.data_dir))
-    print(f"demo model ready in {time.perf_counter() - t0:.1f}s: {text.name} + {mmproj.name} in {text.parent}",
-          file=sys.stderr)
-    print(f"Q: {DEMO_QUESTION}  (photo: {SAMPLE_PLATE.name})", file=sys.stderr)
-    _ask(text, mmproj, SAMPLE_PLATE, DEMO_QUESTION, a)
+    from runtime.sampling import SamplingOptions
+    text, mmproj = demo_pair()
+    photo, truth = sample_plate()
+    acc = demo_manifest(text.parent).get("accuracy") or {}
+    print("glmv demo: the built-in demo model (glmv-plates, 2.8 M parameters, GLM-4.6V architecture) was\n"
+          "trained here for under an hour on 2 CPU cores to read the project's SYNTHETIC nameplates.\n"
+          "It runs the real pipeline (GGUF → llama.cpp + mtmd → JSON grammar), but it has learned the\n"
+          "answer format, not yet to read: on held-out plates it gets "
+          f"{100 * acc.get('field_accuracy', 0):.0f} % of fields right "
+          f"(model card: {text.parent / 'README.md'}).\n"
+          "For real photos, convert GLM-4.6V-Flash: `glmv convert <hf-folder> --out models/`.\n", file=sys.stderr)
+    print(f"model: {text.name} + {mmproj.name}\nphoto: {photo}\n", file=sys.stderr)
+    img = images.load(photo, pixel_budget=pixel_budget(a, text))
+    eng = _engine(a, text, mmproj)
+    try:
+        r, last = read_plate_photo(eng, photo, img, sampling=SamplingOptions(json_schema=_json.dumps(plate.SCHEMA)),
+                                   max_tokens=2048, use_cache=not a.no_cache,
+                                   log=data_dir(a.data_dir) / "readings.jsonl", quant=None)
+    finally:
+        eng.close()
+    keys = [k for k, _ in plate.FIELDS] + ["other"]
+    cmp = compare(r.fields, truth, keys)
+    show = lambda v: "—" if v in (None, []) else (v if isinstance(v, str) else _json.dumps(v, ensure_ascii=False))  # noqa: E731
+    labels = dict(plate.FIELDS, other="Other")
+    print(f"{'field':<17} {'read':<24} {'printed on the plate':<24}")
+    for k in keys:
+        c = cmp[k]
+        print(f"{labels[k]:<17} {show(c['read']):<24} {show(c['truth']):<24} {'✓' if c['ok'] else '✗'}")
+    right = sum(c["ok"] for c in cmp.values())
+    print(f"\n{right} of {len(keys)} fields right · {last.completion_tokens} tokens at "
+          f"{last.timings.decode_tps:.0f} tok/s", file=sys.stderr)
     return EXIT_OK
 
 
@@ -382,7 +423,7 @@ def cmd_serve(a) -> int:
     from runtime import server
 
     def locate():
-        return locate_pair(a)
+        return locate_pair_or_demo(a)
 
     def factory(text, mmproj, progress):
         a.progress = progress  # _engine passes it to EngineOptions: load progress in /api/status
@@ -396,8 +437,9 @@ def _generation_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--max-tokens", type=int, default=256)
     q.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default 8192)")
     q.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
-    q.add_argument("--pixel-budget", type=int, default=1024 * 28 * 28,
-                   help="max pixels sent to the vision tower (default 802816 ≈ 1024 image tokens)")
+    q.add_argument("--pixel-budget", type=int, default=None,
+                   help="max pixels sent to the vision tower (default: the model's manifest, else 802816 ≈ "
+                        "1024 image tokens)")
     q.add_argument("--think", action="store_true", help="let the model reason before answering (slower)")
     q.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, reproducible (default)")
     q.add_argument("--top-p", type=float, default=1.0)

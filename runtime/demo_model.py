@@ -1,9 +1,13 @@
 """Where the built-in demo model and the CPU-probe models come from.
 
-The portable bundle carries both prebuilt (``_internal/demo/``, made by ``make bundle``), because
-a bundle must work with no models installed, on a read-only stick, and write nothing outside its
-data folder. From a source checkout they are built once from the synthetic checkpoint into the
-data folder (demo) or a temporary folder (probe), exactly as the bundle build makes them.
+The demo model is ``glmv-plates``: a small GLM-4.6V-architecture model trained here to read the
+project's synthetic nameplate photos (``convert/train_plates.py``; model card beside its files). Its
+GGUF pair is committed under ``assets/models/glmv-plates/`` and copied into the portable bundle as
+``_internal/demo/``, so ``glmv demo``, the UI with no model installed and ``glmv --self-test`` work with
+no models installed, offline, on a read-only stick. It reads *those* synthetic plates, nothing else.
+
+The CPU probe needs no trained weights: its models come from the random synthetic checkpoint,
+prebuilt into the bundle or built once into a temporary folder from a source checkout.
 """
 from __future__ import annotations
 
@@ -12,9 +16,13 @@ from pathlib import Path
 
 from .paths import resources_dir
 
-DEMO_NAME = "glmv-demo"
-DEMO_QUANTS = ("Q4_K_M", "Q8_0")          # text, mmproj: what `glmv demo` and the bundle use
+DEMO_NAME = "glmv-plates"
 PROBE_QUANTS = ("Q8_0", "F16")            # the CPU probe evaluates one text model of each
+SAMPLE_NAME = "plate-en-metal"            # the sample plate the demo and the self-test read
+
+
+def source_demo_dir() -> Path:
+    return resources_dir() / "assets" / "models" / DEMO_NAME
 
 
 def bundled_demo_dir() -> Path | None:
@@ -22,27 +30,66 @@ def bundled_demo_dir() -> Path | None:
     return d if (d / "manifest.json").is_file() else None
 
 
-def _pair_from(d: Path) -> tuple[Path, Path]:
-    files = json.loads((d / "manifest.json").read_text())["files"]
-    return d / files["text"]["file"], d / files["mmproj"]["file"]
+def demo_dir() -> Path | None:
+    """The demo model's folder: the bundle's copy, else the checkout's (None when neither is there)."""
+    for d in (bundled_demo_dir(), source_demo_dir()):
+        if d is not None and (d / "manifest.json").is_file():
+            return d
+    return None
 
 
-def build_demo(out: Path, progress: bool = False) -> tuple[Path, Path]:
-    """The synthetic tiny checkpoint converted to the demo pair in ``out`` (skipped when up to date)."""
+def is_demo_model(text: Path) -> bool:
+    d = demo_dir()
+    return d is not None and Path(text).resolve().parent == d.resolve()
+
+
+def demo_manifest(d: Path | None = None) -> dict:
+    d = d or demo_dir()
+    return json.loads((d / "manifest.json").read_text(encoding="utf-8")) if d else {}
+
+
+def demo_pair(data_dir: Path | None = None) -> tuple[Path, Path]:
+    """The demo model's (text, mmproj) GGUF files. ``data_dir`` is unused (kept for callers that
+    once built the demo there); nothing is written."""
+    from .model_files import ModelFileError
+    d = demo_dir()
+    if d is None:
+        raise ModelFileError(f"the built-in demo model is missing ({source_demo_dir()}): restore assets/models/ "
+                             "from the repository, or rebuild it with `make plate-model`")
+    files = demo_manifest(d)["files"]
+    text, mmproj = d / files["text"]["file"], d / files["mmproj"]["file"]
+    for f in (text, mmproj):
+        if not f.is_file():
+            raise ModelFileError(f"the built-in demo model is incomplete: {f} is missing")
+    return text, mmproj
+
+
+def sample_plate() -> tuple[Path, dict]:
+    """The sample photo the demo reads, and its ground truth (the generator's fields)."""
+    d = resources_dir() / "assets" / "samples"
+    truth = json.loads((d / f"{SAMPLE_NAME}.json").read_text(encoding="utf-8"))["fields"]
+    return d / f"{SAMPLE_NAME}.jpg", truth
+
+
+def checked_fields(manifest: dict | None = None) -> list[str]:
+    """The fields the self-test holds the demo model to: those its model card reports it reads
+    reliably on held-out plates (``manifest["checked_fields"]``)."""
+    m = manifest if manifest is not None else demo_manifest()
+    return list(m.get("checked_fields") or [])
+
+
+def compare(reading: dict, truth: dict, fields: list[str]) -> dict[str, dict]:
+    """Per field: what was read, what is printed, and whether they are the same."""
+    return {k: {"read": reading.get(k), "truth": truth.get(k), "ok": reading.get(k) == truth.get(k)} for k in fields}
+
+
+def build_synthetic(out: Path, quant: str = "Q4_K_M", mmproj_quant: str = "Q8_0") -> tuple[Path, Path]:
+    """The random-weight synthetic tiny checkpoint converted to a pair in ``out`` (parity checks)."""
     from convert.converter import convert
     from convert.synth import make_checkpoint
     src = make_checkpoint(out / "checkpoint", "tiny", seed=0)
-    conv = convert(src, out / "gguf", quant=DEMO_QUANTS[0], mmproj_quant=DEMO_QUANTS[1], name=DEMO_NAME,
-                   progress=progress)
+    conv = convert(src, out / "gguf", quant=quant, mmproj_quant=mmproj_quant, name="glmv-synthetic", progress=False)
     return conv.text_path, conv.mmproj_path
-
-
-def demo_pair(data_dir: Path) -> tuple[Path, Path]:
-    """The bundled demo pair, else one built (once) under ``data_dir/demo``."""
-    d = bundled_demo_dir()
-    if d is not None:
-        return _pair_from(d)
-    return build_demo(data_dir / "demo")
 
 
 def build_probe_models(out: Path) -> list[Path]:

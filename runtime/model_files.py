@@ -116,6 +116,16 @@ def verify_checksums(text_path: Path, mmproj_path: Path | None) -> None:
                                  "copy it again")
 
 
+def manifest_pixel_budget(text: Path) -> int | None:
+    """The photo size (pixels) a model was trained at, when its ``manifest.json`` says so: the demo
+    model reads plates at the size it was trained on, so larger photos are reduced to it."""
+    try:
+        v = json.loads((text.parent / "manifest.json").read_text()).get("pixel_budget")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(v) if isinstance(v, int) and v > 0 else None
+
+
 def manifest_quant(text: Path) -> str | None:
     """The quant type ``manifest.json`` beside ``text`` records for it (None when unknown)."""
     man = text.parent / "manifest.json"

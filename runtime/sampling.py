@@ -24,6 +24,9 @@ class SamplingOptions:
         return json.dumps([self.temperature, self.top_p, self.seed, self.json_schema])
 
 
+ANSWER_RULE = "glmv-answer"
+
+
 class Sampler:
     """Owns a llama_sampler chain; ``sample()`` reads the context's last logits."""
 
@@ -34,8 +37,10 @@ class Sampler:
         self.chain = ll.llama_sampler_chain_init(params)
         if opts.json_schema:
             from llama_cpp.llama_grammar import json_schema_to_gbnf
-            gbnf = json_schema_to_gbnf(opts.json_schema)
-            g = ll.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
+            # GLM's template puts a newline between </think> and the answer, and the model writes
+            # it first; a grammar that starts at "{" would force it off its own path at token one
+            gbnf = json_schema_to_gbnf(opts.json_schema) + f"\n{ANSWER_RULE} ::= \"\\n\"? root\n"
+            g = ll.llama_sampler_init_grammar(vocab, gbnf.encode(), ANSWER_RULE.encode())
             if not g:
                 raise ValueError("the JSON schema could not be turned into a llama.cpp grammar")
             ll.llama_sampler_chain_add(self.chain, g)

@@ -108,12 +108,14 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     from .session import ContextFullError
 
     ddir = resolve_data_dir(data_dir)
-    budget = pixel_budget or images.DEFAULT_PIXEL_BUDGET
+
+    def budget() -> int:
+        return pixel_budget or host.pixel_budget or images.DEFAULT_PIXEL_BUDGET
 
     if locate is None:
         def locate():
-            from .cli import locate_pair
-            return locate_pair(SimpleNamespace(model_dir=str(model_dir) if model_dir else None, data_dir=str(ddir)))
+            from .cli import locate_pair_or_demo
+            return locate_pair_or_demo(SimpleNamespace(model_dir=str(model_dir) if model_dir else None, data_dir=str(ddir)))
     if engine_factory is None:
         def engine_factory(text, mmproj, progress):
             from .engine import Engine, EngineOptions
@@ -160,6 +162,12 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     async def status(request):
         return JSONResponse(host.status())
 
+    async def sample(request):
+        # the built-in demo's sample plate, so a first run has something to read
+        from .demo_model import sample_plate
+        photo, _ = sample_plate()
+        return FileResponse(photo, media_type="image/jpeg", filename=photo.name)
+
     # --- app API ------------------------------------------------------------------------------
     async def new_session(request):
         engine = host.require()
@@ -170,7 +178,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
         data = await photo.read()
         name = photo.filename or "photo"
         try:
-            img = await run_in_threadpool(images.prepare, data, name=name, pixel_budget=budget)
+            img = await run_in_threadpool(images.prepare, data, name=name, pixel_budget=budget())
         except ImageError as e:
             return err(400, str(e), "invalid_image")
         thinking = str(form.get("thinking", "0")).lower() in ("1", "true", "yes", "on")
@@ -277,7 +285,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     async def chat_completions(request):
         engine = host.require()
         req = oai.parse_chat(await json_body(request), n_ctx=n_ctx)
-        img = await run_in_threadpool(oai.prepare_image, req.image_bytes, budget) if req.image_bytes else None
+        img = await run_in_threadpool(oai.prepare_image, req.image_bytes, budget()) if req.image_bytes else None
         session = engine.session(img, enable_thinking=req.thinking)
         if req.history:  # a conversation this server answered before? its session is warm
             known = oa_sessions.pop(req.key(session.image_sha256))
@@ -350,7 +358,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
     routes = [
         Route("/", index), Route("/ui/{path:path}", ui), Route("/health", health),
-        Route("/api/status", status),
+        Route("/api/status", status), Route("/api/sample", sample),
         Route("/api/sessions", new_session, methods=["POST"]),
         Route("/api/sessions/{sid}", session_info),
         Route("/api/sessions/{sid}/ask", ask, methods=["POST"]),

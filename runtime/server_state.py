@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from .generate import Step
-from .model_files import manifest_quant
+from .demo_model import is_demo_model
+from .model_files import manifest_pixel_budget, manifest_quant
 from .paths import read_only_note
 
 _END = object()
@@ -148,7 +149,8 @@ class ModelHost:
         self.locate, self.factory, self.data_dir = locate, factory, data_dir
         self.state, self.progress, self.message = "loading", 0.0, "starting"
         self.engine = None
-        self.model: dict = {"text": None, "mmproj": None, "quant": None}
+        self.model: dict = {"text": None, "mmproj": None, "quant": None, "demo": False}
+        self.pixel_budget: int | None = None   # the loaded model's own, from its manifest
         self.hardware: dict = {"cpu_variant": None, "gpus": []}
         self.last_decode_tps: float | None = None
         self.counters = {"generations": 0, "generations_cancelled": 0, "sessions_reused": 0}
@@ -172,6 +174,8 @@ class ModelHost:
             self.state, self.message = "no_model", str(e)
             return
         self.model = {"text": text.name, "mmproj": mmproj.name, "quant": manifest_quant(text)}
+        self.pixel_budget = manifest_pixel_budget(text)
+        self.model["demo"] = is_demo_model(text)
         self.message = f"loading {text.name} + {mmproj.name}"
         try:
             engine = self.factory(text, mmproj, self._on_progress)

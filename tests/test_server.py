@@ -337,3 +337,31 @@ def test_glmv_serve_beyond_loopback_prints_the_ui_address_with_its_token(tmp_pat
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_no_model_installed_runs_the_demo_model_with_its_sample(tmp_path, monkeypatch):
+    """First run, nothing installed: the built-in demo model loads, status says so, the sample plate
+    is served, and reading it gives the printed values of the fields the demo model is checked on."""
+    from runtime import paths
+    from runtime.demo_model import checked_fields, sample_plate
+    monkeypatch.delenv("GLMV_MODEL_DIR", raising=False)
+    monkeypatch.setattr(paths, "app_dir", lambda: tmp_path / "app")    # no models/ beside the program
+    h = server.run("127.0.0.1", 0, data_dir=tmp_path / "data")
+    try:
+        st = _wait_state(h.url, timeout=120)
+        assert st["state"] == "ready" and st["model"]["demo"] is True, st
+        assert st["model"]["text"].startswith("glmv-plates")
+        r = requests.get(h.url + "api/sample")
+        photo, truth = sample_plate()
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content == photo.read_bytes()
+        assert photo.name in r.headers["content-disposition"]
+        up = requests.post(h.url + "api/sessions", files={"photo": (photo.name, r.content, "image/jpeg")})
+        assert up.status_code == 200, up.text
+        assert (up.json()["width"], up.json()["height"]) == (448, 336)   # reduced to the model's pixel budget
+        res = requests.post(h.url + f"api/sessions/{up.json()['session_id']}/read-plate")
+        assert res.status_code == 200, res.text
+        fields = res.json()["fields"]
+        for k in checked_fields():
+            assert fields.get(k) == truth.get(k), (k, fields.get(k), truth.get(k))
+    finally:
+        h.stop()

@@ -503,3 +503,44 @@ def test_ui_opened_at_the_printed_token_address_works(converted, browser, tmp_pa
             if c is not None:
                 c.close()
         _stop_serve(p)
+
+
+def test_first_run_demo_model_reads_the_sample_plate(browser, tmp_path):
+    """Nothing installed: the page says the built-in demo model is running, opens its sample plate
+    with one click, and the table shows what is printed for the fields the demo model is checked on."""
+    from runtime import plate as plate_schema
+    from runtime.demo_model import checked_fields, sample_plate
+    if any((ROOT / "models").glob("*.gguf")):
+        pytest.skip("a model is installed in models/: not a first run")
+    env = {k: v for k, v in os.environ.items() if k != "GLMV_MODEL_DIR"}
+    env["PYTHONPATH"] = str(ROOT)
+    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--data-dir", str(tmp_path / "data"),
+                          "--no-window"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ctx = None
+    try:
+        url = p.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), p.stderr.read()
+        ctx, page, problems = _page(browser, "en-US")
+        page.goto(url)
+        expect = sync_api.expect
+        expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=180_000)
+        expect(page.locator("#demo")).to_be_visible()
+        expect(page.locator("#demo")).to_contain_text("built-in demo model")
+        expect(page.locator("#notice")).to_be_hidden()            # not the "no model" error
+        photo, truth = sample_plate()
+        page.click("#demo-sample")
+        expect(page.locator("#photo-info")).to_contain_text(f"{photo.name} · 672×504")
+        page.click("#read-plate")
+        expect(page.locator("#plate")).to_be_visible(timeout=180_000)
+        rows = page.locator("#plate-table tbody tr")
+        shown = {k: rows.nth(i).locator("td").first.inner_text() for i, (k, _) in enumerate(plate_schema.FIELDS)}
+        for k in checked_fields():
+            if k in shown:
+                assert shown[k] == (truth[k] if truth[k] is not None else "(not on the plate)"), (k, shown[k], truth[k])
+        page.click("#lang")
+        expect(page.locator("#demo-sample")).to_have_text("打开示例铭牌")
+        assert not problems, problems
+    finally:
+        if ctx is not None:
+            ctx.close()
+        _stop_serve(p)

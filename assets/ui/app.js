@@ -146,6 +146,7 @@ async function pollStatus() {
     hideNotice();
     modelNotice = false;
   }
+  $("#demo").hidden = !(st === "ready" && serverStatus?.model?.demo);
   statusTimer = setTimeout(pollStatus, statusFailed || st === "loading" ? 1000 : 10000);
 }
 
@@ -618,8 +619,20 @@ function updateButtons() {
   document.body.dataset.busy = busy ? "1" : "";
 }
 
+// The demo model's sample plate, fetched from the server and opened like a chosen file.
+async function openSample() {
+  try {
+    const res = await api("/api/sample");
+    const name = (res.headers.get("Content-Disposition") || "").match(/filename="?([^";]+)/)?.[1] || "sample.jpg";
+    await loadFile(new File([await res.blob()], name, { type: "image/jpeg" }));
+  } catch (e) {
+    showError(e);
+  }
+}
+
 function wire() {
   $("#open").addEventListener("click", () => $("#file").click());
+  $("#demo-sample").addEventListener("click", openSample);
   $("#file").addEventListener("change", (e) => { loadFile(e.target.files[0]); e.target.value = ""; });
   $("#rot-left").addEventListener("click", () => rotate(-1));
   $("#rot-right").addEventListener("click", () => rotate(1));
