@@ -51,7 +51,7 @@ def encode_conversation(tok, turns: list[task.Turn], n_image: int) -> tuple[list
     return ids, sup, []
 
 
-def sample(i: int, seed: int, total: int) -> dict:
+def sample(i: int, seed: int, total: int, qa_share: float = 0.25) -> dict:
     """Training sample ``i``: a photographed plate and one conversation about it."""
     rng = np.random.default_rng([seed, i, 1])
     progress = i / max(1, total)
@@ -59,7 +59,7 @@ def sample(i: int, seed: int, total: int) -> dict:
     difficulty = float(rng.uniform(0.0, 0.5) if progress < 0.15 else rng.uniform(0.1, 0.95))
     p = plates.generate(plates.plate_seed(task.TRAIN_SET_SEED + seed, i), size=task.PHOTO_SIZE,
                         difficulty=difficulty)
-    if rng.random() < 0.75:
+    if rng.random() >= qa_share:
         turns = [task.read_plate_turn(p.fields)]
     else:
         turns = task.qa_turns(p.fields, rng, int(rng.integers(1, 3)))
@@ -69,8 +69,8 @@ def sample(i: int, seed: int, total: int) -> dict:
 class _Data:
     """Map-style dataset for torch's DataLoader: plate generation runs in a worker process."""
 
-    def __init__(self, hf_dir: Path, seed: int, total: int):
-        self.hf_dir, self.seed, self.total = hf_dir, seed, total
+    def __init__(self, hf_dir: Path, seed: int, total: int, qa_share: float):
+        self.hf_dir, self.seed, self.total, self.qa_share = hf_dir, seed, total, qa_share
         self.tok = None
 
     def __len__(self):
@@ -79,7 +79,7 @@ class _Data:
     def __getitem__(self, i):
         if self.tok is None:
             self.tok = _tokenizer(self.hf_dir)
-        s = sample(i, self.seed, self.total)
+        s = sample(i, self.seed, self.total, self.qa_share)
         patches, grid = task.patchify(s["rgb"])
         ids, sup, _ = encode_conversation(self.tok, s["turns"], task.n_image_tokens(*task.PHOTO_SIZE))
         return patches, grid, ids, sup
@@ -138,10 +138,15 @@ def evaluate(model, items, spans, pad_id: int, image_id: int) -> dict:
     import torch
     model.eval()
     tok_ok = tok_n = serial_ok = all_ok = 0
+    own, blank = [], []
     with torch.no_grad():
         for k in range(0, len(items), 8):
             chunk = items[k:k + 8]
             loss, logits, target = _loss(model, collate(chunk, pad_id, image_id))
+            # the same answers with a blank photo: how much the photo itself helps (0 = ignored)
+            grey = [(np.zeros_like(it[0]),) + tuple(it[1:]) for it in chunk]
+            own.append(float(loss))
+            blank.append(float(_loss(model, collate(grey, pad_id, image_id))[0]))
             pred = logits.argmax(-1)
             for b, it in enumerate(chunk):
                 sup = target[b] != -100
@@ -156,7 +161,8 @@ def evaluate(model, items, spans, pad_id: int, image_id: int) -> dict:
     model.train()
     n = len(items)
     return {"token_acc": round(tok_ok / max(1, tok_n), 4), "serial_exact_tf": round(serial_ok / n, 4),
-            "answer_exact_tf": round(all_ok / n, 4)}
+            "answer_exact_tf": round(all_ok / n, 4), "loss": round(float(np.mean(own)), 4),
+            "image_gain": round(float(np.mean(blank) - np.mean(own)), 4)}
 
 
 def save_hf(model, config: dict, out: Path) -> Path:
@@ -197,7 +203,8 @@ def _atomic_json(path: Path, obj) -> None:
     synth._write_json(path, obj)
 
 
-def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_every: int, threads: int) -> dict:
+def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_every: int, threads: int,
+          vision_lr_scale: float = 1.0, qa_share: float = 0.25) -> dict:
     import torch
     from transformers import Glm4vConfig, Glm4vForConditionalGeneration
     torch.manual_seed(seed)
@@ -213,9 +220,12 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_ever
     n_params = sum(p.numel() for p in model.parameters())
     print(f"train_plates: {n_params / 1e6:.2f} M parameters, {steps} steps x {batch}", file=sys.stderr)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+    groups: dict[tuple[bool, bool], list] = {}
+    for n, p in model.named_parameters():
+        groups.setdefault((p.ndim >= 2 and "embed" not in n, ".visual." in f".{n}"), []).append(p)
+    opt = torch.optim.AdamW([{"params": ps, "weight_decay": 0.01 if decay else 0.0,
+                              "lr_scale": vision_lr_scale if vision else 1.0}
+                             for (decay, vision), ps in sorted(groups.items())],
                             lr=lr, betas=(0.9, 0.98), eps=1e-8)
     warmup = min(60, steps // 10)
 
@@ -225,7 +235,7 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_ever
         f = (step - warmup) / max(1, steps - warmup)
         return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * f)))
 
-    data = _Data(tok_dir, seed, steps * batch)
+    data = _Data(tok_dir, seed, steps * batch, qa_share)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=False, num_workers=1, prefetch_factor=4,
                                          collate_fn=lambda items: collate(items, pad_id, image_id),
                                          worker_init_fn=lambda _: torch.set_num_threads(1))
@@ -247,7 +257,7 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_ever
     record(0)
     for step, b in enumerate(loader):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = lr_at(step) * g["lr_scale"]
         loss, _, _ = _loss(model, b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -265,6 +275,7 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_ever
     minutes = (time.monotonic() - t0) / 60
     save_hf(model, config, out_dir / "hf")
     summary = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "threads": threads,
+               "vision_lr_scale": vision_lr_scale, "qa_share": qa_share,
                "parameters": n_params, "minutes": round(minutes, 2), "plates_seen": steps * batch,
                "final": curve_rows[-1], "torch": torch.__version__}
     _atomic_json(out_dir / "train.json", summary)
@@ -284,10 +295,13 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--vision-lr-scale", type=float, default=1.0, help="vision tower lr = lr x this")
+    ap.add_argument("--qa-share", type=float, default=0.25, help="share of short-question samples")
     a = ap.parse_args(argv)
     if a.steps < 1 or a.batch < 1:
         ap.error("--steps and --batch must be at least 1")
-    s = train(Path(a.out_dir), a.steps, a.batch, a.seed, a.lr, a.eval_every, a.threads)
+    s = train(Path(a.out_dir), a.steps, a.batch, a.seed, a.lr, a.eval_every, a.threads,
+              a.vision_lr_scale, a.qa_share)
     print(json.dumps(s, indent=2))
     return 0
 

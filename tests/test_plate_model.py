@@ -99,10 +99,14 @@ def test_training_runs_saves_hf_layout_and_releases(tmp_path, monkeypatch):
     """Two optimizer steps end to end: data, model, curve, HF save, release, then glmv reads with it."""
     from convert import plate_release, train_plates
     monkeypatch.setattr(train_plates, "CURVE_PLATES", 2)
-    s = train_plates.train(tmp_path / "run", steps=2, batch=2, seed=0, lr=1e-3, eval_every=1, threads=2)
+    s = train_plates.train(tmp_path / "run", steps=2, batch=2, seed=0, lr=1e-3, eval_every=1, threads=2,
+                           vision_lr_scale=0.5, qa_share=0.5)
     assert s["plates_seen"] == 4 and s["final"]["step"] == 2
+    assert (s["vision_lr_scale"], s["qa_share"]) == (0.5, 0.5)
     curve = [json.loads(x) for x in (tmp_path / "run" / "curve.jsonl").read_text().splitlines()]
     assert [r["step"] for r in curve] == [0, 1, 2]
+    # an untrained model's answers do depend on the photo: the blank-photo control sees it
+    assert curve[0]["image_gain"] != 0 and curve[0]["loss"] > 0
     (tmp_path / "rel").mkdir()
     (tmp_path / "rel" / "README.md").write_text("card\n")
     out = plate_release.release(tmp_path / "run", tmp_path / "rel", "Q8_0")
