@@ -62,8 +62,25 @@ def cache_root() -> Path:
     return Path(base) / "glmv-portable"
 
 
-def cmake_args(cuda: bool = False) -> tuple[str, ...]:
-    return PORTABLE_CMAKE_ARGS + (CUDA_CMAKE_ARGS if cuda else ())
+def cuda_home(env: dict | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("CUDA_HOME") or env.get("CUDA_PATH") or "/usr/local/cuda")
+
+
+def has_driver_library(home: Path) -> bool:
+    """Whether CMake can find libcuda to link (the toolkit's stub, or an installed driver)."""
+    pats = ("lib64/stubs/libcuda.so", "lib/stubs/libcuda.so", "targets/*/lib/stubs/libcuda.so", "lib/x64/cuda.lib")
+    system = ("/usr/lib/x86_64-linux-gnu/libcuda.so", "/usr/lib64/libcuda.so", "/usr/lib/wsl/lib/libcuda.so")
+    return any(any(home.glob(p)) for p in pats) or any(Path(p).exists() for p in system)
+
+
+def cmake_args(cuda: bool = False, env: dict | None = None) -> tuple[str, ...]:
+    if not cuda:
+        return PORTABLE_CMAKE_ARGS
+    # ggml's CUDA virtual-memory pool links libcuda directly; a toolkit without the driver stub
+    # (NVIDIA's pip wheels) builds the legacy pool instead, which reaches the driver through cudart
+    extra = () if has_driver_library(cuda_home(env)) else ("-DGGML_CUDA_NO_VMM=ON",)
+    return PORTABLE_CMAKE_ARGS + CUDA_CMAKE_ARGS + extra
 
 
 def build_key(version: str, args: tuple[str, ...]) -> str:
@@ -162,7 +179,7 @@ def cuda_preflight(env: dict | None = None) -> list[str]:
     """What the CUDA build needs and this machine lacks (empty when it can build): checked before
     a build that would otherwise fail after many minutes."""
     env = dict(os.environ if env is None else env)
-    home = Path(env.get("CUDA_HOME") or env.get("CUDA_PATH") or "/usr/local/cuda")
+    home = cuda_home(env)
     nvcc = shutil.which("nvcc", path=os.pathsep.join([str(home / "bin"), env.get("PATH", "")]))
     missing = []
     if not nvcc:
@@ -182,7 +199,8 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int
         return existing
     if cuda and (missing := cuda_preflight()):
         raise SystemExit("cannot build the CUDA backend on this machine; missing:\n  - " + "\n  - ".join(missing)
-                         + "\n(set CUDA_HOME to a full CUDA toolkit, 12.x or 13.x)")
+                         + "\n(set CUDA_HOME to a full CUDA toolkit, 12.x or 13.x; a toolkit without cuBLAS can be "
+                         "completed with `CUDA_HOME=$(python -m portable_build.cuda_toolkit)`)")
     d = entry_dir(version, cuda)
     d.mkdir(parents=True, exist_ok=True)
     sdist = _fetch_sdist(version, d / "sdist")
@@ -190,6 +208,9 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int
     env = dict(os.environ)
     env["CMAKE_ARGS"] = " ".join(args)
     env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(jobs or os.cpu_count() or 2)
+    if cuda:   # the toolkit checked above, not whatever nvcc is first on PATH
+        env["CUDACXX"] = str(cuda_home(env) / "bin" / "nvcc")
+        env["CUDAToolkit_ROOT"] = str(cuda_home(env))
     env.setdefault("FORCE_CMAKE", "1")
     raw = d / "raw"
     shutil.rmtree(raw, ignore_errors=True)
