@@ -49,8 +49,10 @@ def _install_log() -> None:
     def cb(level: int, text: bytes, _user) -> None:
         msg = (text or b"").decode(errors="replace")
         LOG_TAIL.append(msg)
-        # ggml's own "failed to load" for a GPU backend without its driver is said once, better, by NOTES
-        if verbose or (level == 4 and not msg.startswith("load_backend: failed to load")):
+        # ggml's own "failed to load" / "failed to initialize" for a GPU backend without its driver
+        # is said once, better, by NOTES
+        if verbose or (level == 4 and not msg.startswith("load_backend: failed to load")
+                       and "failed to initialize" not in msg):
             sys.stderr.write(msg)
 
     _log_cb = llama_cpp.llama_log_callback(cb)  # kept referenced: C holds the pointer
@@ -122,6 +124,7 @@ def _ggml(d: Path) -> ctypes.CDLL:
         ("ggml_backend_reg_count", c.c_size_t, []),
         ("ggml_backend_reg_get", c.c_void_p, [c.c_size_t]),
         ("ggml_backend_reg_name", c.c_char_p, [c.c_void_p]),
+        ("ggml_backend_reg_dev_count", c.c_size_t, [c.c_void_p]),
         ("ggml_backend_reg_get_proc_address", c.c_void_p, [c.c_void_p, c.c_char_p]),
         ("ggml_backend_dev_count", c.c_size_t, []),
         ("ggml_backend_dev_get", c.c_void_p, [c.c_size_t]),
@@ -260,6 +263,12 @@ def ensure_loaded() -> BackendInfo:
             regs.append(name)
             if name == "CPU":
                 feats = _cpu_features(lib, reg)
+            elif lib.ggml_backend_reg_dev_count(reg) == 0:
+                # a GPU backend built without a hard libcuda link (the legacy memory pool) loads even
+                # with no driver, then finds no device: the same one-line note as a failed load
+                why = next((m.split(":", 1)[-1].strip() for m in reversed(LOG_TAIL)
+                            if "failed to initialize" in m and name.lower() in m.lower()), "no device found")
+                NOTES.append(f"glmv: {name} backend present but not usable here ({why}); using the CPU")
         devices = []
         for i in range(lib.ggml_backend_dev_count()):
             dev = lib.ggml_backend_dev_get(i)
