@@ -31,6 +31,7 @@ import numpy as np
 
 from . import plate_task as task
 from . import plates, synth
+from .converter import atomic_write_text
 
 CURVE_PLATES = 32
 
@@ -40,15 +41,15 @@ def _tokenizer(hf_dir: Path):
     return Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
 
 
-def encode_conversation(tok, turns: list[task.Turn], n_image: int) -> tuple[list[int], list[bool], list[tuple[int, int, int]]]:
-    """ids, supervised mask, and for each supervised segment (start, end, char offset) spans."""
+def encode_conversation(tok, turns: list[task.Turn], n_image: int) -> tuple[list[int], list[bool]]:
+    """Token ids and, per token, whether it is supervised (an answer or a stop token)."""
     ids: list[int] = []
     sup: list[bool] = []
     for text, supervised in task.conversation_segments(turns, n_image):
         e = tok.encode(text, add_special_tokens=False).ids
         ids += e
         sup += [supervised] * len(e)
-    return ids, sup, []
+    return ids, sup
 
 
 def sample(i: int, seed: int, total: int, qa_share: float = 0.25) -> dict:
@@ -81,7 +82,7 @@ class _Data:
             self.tok = _tokenizer(self.hf_dir)
         s = sample(i, self.seed, self.total, self.qa_share)
         patches, grid = task.patchify(s["rgb"])
-        ids, sup, _ = encode_conversation(self.tok, s["turns"], task.n_image_tokens(*task.PHOTO_SIZE))
+        ids, sup = encode_conversation(self.tok, s["turns"], task.n_image_tokens(*task.PHOTO_SIZE))
         return patches, grid, ids, sup
 
 
@@ -121,7 +122,7 @@ def curve_set(tok) -> list:
     for i in range(CURVE_PLATES):
         p = plates.generate(plates.plate_seed(task.CURVE_SET_SEED, i), size=task.PHOTO_SIZE)
         patches, grid = task.patchify(np.asarray(p.image.convert("RGB")))
-        ids, sup, _ = encode_conversation(tok, [task.read_plate_turn(p.fields)], task.n_image_tokens(*task.PHOTO_SIZE))
+        ids, sup = encode_conversation(tok, [task.read_plate_turn(p.fields)], task.n_image_tokens(*task.PHOTO_SIZE))
         items.append((patches, grid, ids, sup))
         # which supervised tokens spell the serial number: tokenize the answer with offsets
         ans = "\n" + task.answer_json(p.fields)
@@ -199,10 +200,6 @@ def save_hf(model, config: dict, out: Path) -> Path:
     return out
 
 
-def _atomic_json(path: Path, obj) -> None:
-    synth._write_json(path, obj)
-
-
 def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_every: int, threads: int,
           vision_lr_scale: float = 1.0, qa_share: float = 0.25) -> dict:
     import torch
@@ -278,12 +275,12 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_ever
                "vision_lr_scale": vision_lr_scale, "qa_share": qa_share,
                "parameters": n_params, "minutes": round(minutes, 2), "plates_seen": steps * batch,
                "final": curve_rows[-1], "torch": torch.__version__}
-    _atomic_json(out_dir / "train.json", summary)
+    atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def _atomic_json_lines(path: Path, rows: list[dict]) -> None:
-    synth._write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def main(argv=None) -> int:

@@ -361,7 +361,6 @@ def cmd_doctor(a) -> int:
 
 def cmd_demo(a) -> int:
     """The built-in demo model reads the sample plate; each field is shown beside what is printed."""
-    import json as _json
     from runtime import images, plate
     from runtime.demo_model import compare, demo_manifest, demo_pair, sample_plate
     from runtime.paths import data_dir
@@ -380,14 +379,14 @@ def cmd_demo(a) -> int:
     img = images.load(photo, pixel_budget=pixel_budget(a, text))
     eng = _engine(a, text, mmproj)
     try:
-        r, last = read_plate_photo(eng, photo, img, sampling=SamplingOptions(json_schema=_json.dumps(plate.SCHEMA)),
+        r, last = read_plate_photo(eng, photo, img, sampling=SamplingOptions(json_schema=json.dumps(plate.SCHEMA)),
                                    max_tokens=2048, use_cache=not a.no_cache,
                                    log=data_dir(a.data_dir) / "readings.jsonl", quant=None)
     finally:
         eng.close()
     keys = [k for k, _ in plate.FIELDS] + ["other"]
     cmp = compare(r.fields, truth, keys)
-    show = lambda v: "—" if v in (None, []) else (v if isinstance(v, str) else _json.dumps(v, ensure_ascii=False))  # noqa: E731
+    show = lambda v: "—" if v in (None, []) else (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))  # noqa: E731
     labels = dict(plate.FIELDS, other="Other")
     print(f"{'field':<17} {'read':<24} {'printed on the plate':<24}")
     for k in keys:
