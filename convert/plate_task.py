@@ -136,3 +136,56 @@ def patchify(rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
     x = x.reshape(1, tp, 3, gh // m, m, p, gw // m, m, p)
     x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
     return np.ascontiguousarray(x.reshape(gh * gw, 3 * tp * p * p)), (1, gh, gw)
+
+
+# --------------------------------------------------------------------------- glyph targets
+# Training-only supervision for the vision tower (an auxiliary head, dropped at release): which
+# character is printed where. Every merged image token (28x28 px) has GLYPH_ROWS x GLYPH_COLS slots;
+# a slot's class is the printed character whose centre falls in it, NO_GLYPH where none does.
+
+GLYPH_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-/.,:%()°"
+NO_GLYPH, OTHER_GLYPH = 0, 1                      # OTHER_GLYPH: CJK and any character not listed
+GLYPH_CLASSES = 2 + len(GLYPH_CHARS)
+GLYPH_ROWS, GLYPH_COLS = 2, 4                     # 14x7 px slots: about one glyph at plate text sizes
+_GLYPH_ID = {c: 2 + k for k, c in enumerate(GLYPH_CHARS)}
+
+
+def glyph_centres(meta: dict) -> list[tuple[str, float, float]]:
+    """(character, x, y) in photo pixels for every printed, non-space character whose box the
+    generator recorded (field values, labels, maker, title)."""
+    h = np.asarray(meta["homography"], float)
+    out: list[tuple[str, float, float]] = []
+    for b in [*meta["boxes"].values(), *meta.get("label_boxes", {}).values()]:
+        text = b["text"]
+        if not text or "\n" in text:
+            continue
+        font = plates.FontRef(b["font"], b["index"]).get(b["size"])
+        total = font.getlength(text)
+        horiz = b["anchor"][0]
+        x0 = b["pos"][0] - {"l": 0.0, "m": total / 2, "r": total}[horiz]
+        yc = (b["box"][1] + b["box"][3]) / 2
+        pts, chars = [], []
+        for k, ch in enumerate(text):
+            if ch.isspace():
+                continue
+            a, z = font.getlength(text[:k]), font.getlength(text[:k + 1])
+            pts.append((x0 + (a + z) / 2, yc))
+            chars.append(ch)
+        if pts:
+            out += [(c, float(x), float(y)) for c, (x, y) in zip(chars, plates._apply_h(h, pts))]
+    return out
+
+
+def glyph_targets(meta: dict, size: tuple[int, int] = PHOTO_SIZE) -> np.ndarray:
+    """int64 [merged tokens, GLYPH_ROWS * GLYPH_COLS], in the order of :func:`patchify`'s merged tokens."""
+    w, h = size
+    cell = synth.PATCH * synth.MERGE
+    gw, gh = w // cell, h // cell
+    out = np.zeros((gh * gw, GLYPH_ROWS * GLYPH_COLS), np.int64)
+    for ch, x, y in glyph_centres(meta):
+        if not (0 <= x < gw * cell and 0 <= y < gh * cell):
+            continue
+        tx, ty = int(x // cell), int(y // cell)
+        sx, sy = int((x % cell) * GLYPH_COLS // cell), int((y % cell) * GLYPH_ROWS // cell)
+        out[ty * gw + tx, sy * GLYPH_COLS + sx] = _GLYPH_ID.get(ch, OTHER_GLYPH)
+    return out

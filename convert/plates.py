@@ -614,6 +614,7 @@ def _render_plate(content: Content, rng: np.random.Generator, pw: int, ph: int, 
             d.line((xx, body_top, xx, y1), fill=ink, width=line_w)
     pad = cw * 0.03
     other_i = 0
+    labels: dict[str, dict] = {}
     if lay["labels"] == "inline":
         val_x = pad + size * (max(_lab_scale(k) * _unit_width(_font(lab_role, lab), lab) for k, lab, _ in cells) + gap)
     for i, (key, lab, val) in enumerate(cells):
@@ -638,6 +639,8 @@ def _render_plate(content: Content, rng: np.random.Generator, pw: int, ph: int, 
         if key == "other":
             boxes[f"other.{other_i}.name"] = _box(d, lpos, lab, lf, lsize, lanchor)
             other_i += 1
+        else:  # kept apart from ``boxes``: the legibility floor is about the fields, not their labels
+            labels[key] = _box(d, lpos, lab, lf, lsize, lanchor)
         boxes[name] = _box(d, vpos, val, vf, vsize)
     if st["rivets"]:
         r, c = rivet_r, rivet_c
@@ -652,7 +655,7 @@ def _render_plate(content: Content, rng: np.random.Generator, pw: int, ph: int, 
     look = {"style": style_name, "layout": layout_name, "header": header, "columns": ncol,
             "typeface": face, "serial_face": serial_face if serial_face != "same" else val_role}
     min_text = min(b["size"] for b in boxes.values())
-    return img, {"look": look, "boxes": boxes, "min_text_px": min_text}
+    return img, {"look": look, "boxes": boxes, "label_boxes": labels, "min_text_px": min_text}
 
 
 def _box(d: ImageDraw.ImageDraw, pos, text: str, font: FontRef, size: int, anchor: str = "lm") -> dict:
@@ -859,7 +862,8 @@ def _photograph(content: Content, rng: np.random.Generator, size: tuple[int, int
     meta = {**info["look"], "plate_px": [pw, ph], "scale": round(rel, 4),
             "min_text_px": round(info["min_text_px"] * rel, 2), "quad": np.round(quad, 2).tolist(),
             "homography": np.round(hmat, 6).tolist(), "jpeg_quality": quality,
-            "serial_text_px": round(serial_px, 2), "boxes": info["boxes"]}
+            "serial_text_px": round(serial_px, 2), "boxes": info["boxes"],
+            "label_boxes": info["label_boxes"]}
     return out, data, meta
 
 

@@ -34,6 +34,7 @@ from . import plates, synth
 from .converter import atomic_write_text
 
 CURVE_PLATES = 32
+EMPTY_SLOT_WEIGHT = 0.1
 
 
 def _tokenizer(hf_dir: Path):
@@ -64,14 +65,14 @@ def sample(i: int, seed: int, total: int, qa_share: float = 0.25) -> dict:
         turns = [task.read_plate_turn(p.fields)]
     else:
         turns = task.qa_turns(p.fields, rng, int(rng.integers(1, 3)))
-    return {"rgb": np.asarray(p.image.convert("RGB")), "turns": turns}
+    return {"rgb": np.asarray(p.image.convert("RGB")), "turns": turns, "meta": p.meta}
 
 
 class _Data:
     """Map-style dataset for torch's DataLoader: plate generation runs in a worker process."""
 
-    def __init__(self, hf_dir: Path, seed: int, total: int, qa_share: float):
-        self.hf_dir, self.seed, self.total, self.qa_share = hf_dir, seed, total, qa_share
+    def __init__(self, hf_dir: Path, seed: int, total: int, qa_share: float, glyphs: bool = False):
+        self.hf_dir, self.seed, self.total, self.qa_share, self.glyphs = hf_dir, seed, total, qa_share, glyphs
         self.tok = None
 
     def __len__(self):
@@ -83,7 +84,7 @@ class _Data:
         s = sample(i, self.seed, self.total, self.qa_share)
         patches, grid = task.patchify(s["rgb"])
         ids, sup = encode_conversation(self.tok, s["turns"], task.n_image_tokens(*task.PHOTO_SIZE))
-        return patches, grid, ids, sup
+        return patches, grid, ids, sup, task.glyph_targets(s["meta"]) if self.glyphs else None
 
 
 def collate(items, pad_id: int, image_id: int):
@@ -92,7 +93,7 @@ def collate(items, pad_id: int, image_id: int):
     ids = torch.full((len(items), n), pad_id, dtype=torch.long)
     mask = torch.zeros((len(items), n), dtype=torch.long)
     labels = torch.full((len(items), n), -100, dtype=torch.long)
-    for b, (_, _, seq, sup) in enumerate(items):
+    for b, (_, _, seq, sup, _) in enumerate(items):
         t = torch.tensor(seq)
         ids[b, :len(seq)] = t
         mask[b, :len(seq)] = 1
@@ -101,12 +102,51 @@ def collate(items, pad_id: int, image_id: int):
         labels[b, :len(seq)] = lab
     pixels = torch.from_numpy(np.concatenate([it[0] for it in items]))
     grid = torch.tensor([it[1] for it in items], dtype=torch.long)
-    return ids, mask, labels, pixels, grid, (ids == image_id).long()
+    glyphs = torch.from_numpy(np.concatenate([it[4] for it in items])) if items[0][4] is not None else None
+    return ids, mask, labels, pixels, grid, (ids == image_id).long(), glyphs
+
+
+class GlyphHead:
+    """Training-only reading aid: a linear probe on the image features the decoder receives (the
+    merger's output), trained to say which character sits in each slot of each image token
+    (:func:`convert.plate_task.glyph_targets`). It is never saved: the released model is the plain
+    architecture. Why: on the answer loss alone the decoder learns the answers' format and common
+    values from text within a few hundred plates and the photo's features collapse to a constant
+    (docs/demo-model.md, section 3); dense per-character targets keep them informative while the
+    decoder learns to use them."""
+
+    def __init__(self, model, weight: float):
+        import torch
+        self.weight = weight
+        dim = model.config.vision_config.out_hidden_size
+        self.linear = torch.nn.Linear(dim, task.GLYPH_ROWS * task.GLYPH_COLS * task.GLYPH_CLASSES)
+        self.features = None
+        model.model.visual.register_forward_hook(self._keep)
+
+    def _keep(self, _module, _inputs, output):
+        self.features = output.pooler_output
+
+    def parameters(self):
+        return self.linear.parameters()
+
+    def loss(self, glyphs):
+        """(cross-entropy over every slot, accuracy over the slots that hold a character)."""
+        import torch
+        import torch.nn.functional as F
+        logits = self.linear(self.features.float()).view(-1, task.GLYPH_CLASSES)
+        target = glyphs.view(-1)
+        # nine slots in ten are empty: without down-weighting them "nothing here" is the whole answer
+        weight = torch.ones(task.GLYPH_CLASSES, device=logits.device)
+        weight[task.NO_GLYPH] = EMPTY_SLOT_WEIGHT
+        ce = F.cross_entropy(logits, target, weight=weight)
+        printed = target != task.NO_GLYPH
+        acc = (logits.argmax(-1)[printed] == target[printed]).float().mean() if printed.any() else ce * 0
+        return ce, acc
 
 
 def _loss(model, batch):
     import torch.nn.functional as F
-    ids, mask, labels, pixels, grid, mm = batch
+    ids, mask, labels, pixels, grid, mm = batch[:6]
     # mm_token_type_ids (1 = image token) is what the processor would return for M-RoPE
     out = model(input_ids=ids, attention_mask=mask, pixel_values=pixels, image_grid_thw=grid,
                 mm_token_type_ids=mm, use_cache=False)
@@ -123,7 +163,7 @@ def curve_set(tok) -> list:
         p = plates.generate(plates.plate_seed(task.CURVE_SET_SEED, i), size=task.PHOTO_SIZE)
         patches, grid = task.patchify(np.asarray(p.image.convert("RGB")))
         ids, sup = encode_conversation(tok, [task.read_plate_turn(p.fields)], task.n_image_tokens(*task.PHOTO_SIZE))
-        items.append((patches, grid, ids, sup))
+        items.append((patches, grid, ids, sup, task.glyph_targets(p.meta)))
         # which supervised tokens spell the serial number: tokenize the answer with offsets
         ans = "\n" + task.answer_json(p.fields)
         enc = tok.encode(ans, add_special_tokens=False)
@@ -135,15 +175,18 @@ def curve_set(tok) -> list:
     return items, spans
 
 
-def evaluate(model, items, spans, pad_id: int, image_id: int) -> dict:
+def evaluate(model, items, spans, pad_id: int, image_id: int, glyph_head: GlyphHead | None = None) -> dict:
     import torch
     model.eval()
     tok_ok = tok_n = serial_ok = all_ok = 0
-    own, blank = [], []
+    own, blank, glyph_acc = [], [], []
     with torch.no_grad():
         for k in range(0, len(items), 8):
             chunk = items[k:k + 8]
-            loss, logits, target = _loss(model, collate(chunk, pad_id, image_id))
+            batch = collate(chunk, pad_id, image_id)
+            loss, logits, target = _loss(model, batch)
+            if glyph_head is not None:
+                glyph_acc.append(float(glyph_head.loss(batch[6])[1]))
             # the same answers with a blank photo: how much the photo itself helps (0 = ignored)
             grey = [(np.zeros_like(it[0]),) + tuple(it[1:]) for it in chunk]
             own.append(float(loss))
@@ -163,7 +206,8 @@ def evaluate(model, items, spans, pad_id: int, image_id: int) -> dict:
     n = len(items)
     return {"token_acc": round(tok_ok / max(1, tok_n), 4), "serial_exact_tf": round(serial_ok / n, 4),
             "answer_exact_tf": round(all_ok / n, 4), "loss": round(float(np.mean(own)), 4),
-            "image_gain": round(float(np.mean(blank) - np.mean(own)), 4)}
+            "image_gain": round(float(np.mean(blank) - np.mean(own)), 4),
+            **({"glyph_acc": round(float(np.mean(glyph_acc)), 4)} if glyph_acc else {})}
 
 
 def save_hf(model, config: dict, out: Path) -> Path:
@@ -201,7 +245,7 @@ def save_hf(model, config: dict, out: Path) -> Path:
 
 
 def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_every: int, threads: int,
-          vision_lr_scale: float = 1.0, qa_share: float = 0.25) -> dict:
+          vision_lr_scale: float = 1.0, qa_share: float = 0.25, glyph_weight: float = 0.0) -> dict:
     import torch
     from transformers import Glm4vConfig, Glm4vForConditionalGeneration
     torch.manual_seed(seed)
@@ -217,8 +261,11 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_ever
     n_params = sum(p.numel() for p in model.parameters())
     print(f"train_plates: {n_params / 1e6:.2f} M parameters, {steps} steps x {batch}", file=sys.stderr)
 
+    glyph_head = GlyphHead(model, glyph_weight) if glyph_weight > 0 else None
     groups: dict[tuple[bool, bool], list] = {}
-    for n, p in model.named_parameters():
+    named = list(model.named_parameters())
+    named += [(f"visual.glyph_head.{n}", p) for n, p in glyph_head.linear.named_parameters()] if glyph_head else []
+    for n, p in named:
         groups.setdefault((p.ndim >= 2 and "embed" not in n, ".visual." in f".{n}"), []).append(p)
     opt = torch.optim.AdamW([{"params": ps, "weight_decay": 0.01 if decay else 0.0,
                               "lr_scale": vision_lr_scale if vision else 1.0}
@@ -232,7 +279,7 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_ever
         f = (step - warmup) / max(1, steps - warmup)
         return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * f)))
 
-    data = _Data(tok_dir, seed, steps * batch, qa_share)
+    data = _Data(tok_dir, seed, steps * batch, qa_share, glyphs=glyph_head is not None)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=False, num_workers=1, prefetch_factor=4,
                                          collate_fn=lambda items: collate(items, pad_id, image_id),
                                          worker_init_fn=lambda _: torch.set_num_threads(1))
@@ -241,11 +288,12 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_ever
     curve_rows: list[dict] = []
     t0 = time.monotonic()
     losses: list[float] = []
+    glyph_accs: list[float] = []
 
     def record(step: int) -> None:
         row = {"step": step, "plates_seen": step * batch, "minutes": round((time.monotonic() - t0) / 60, 2),
                "train_loss": round(float(np.mean(losses[-eval_every:])), 4) if losses else None,
-               **evaluate(model, curve_items, curve_spans, pad_id, image_id)}
+               **evaluate(model, curve_items, curve_spans, pad_id, image_id, glyph_head)}
         curve_rows.append(row)
         _atomic_json_lines(curve_path, curve_rows)
         print(f"train_plates: {json.dumps(row)}", file=sys.stderr, flush=True)
@@ -256,14 +304,20 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_ever
         for g in opt.param_groups:
             g["lr"] = lr_at(step) * g["lr_scale"]
         loss, _, _ = _loss(model, b)
+        total = loss
+        if glyph_head is not None:
+            glyph_loss, glyph_acc = glyph_head.loss(b[6])
+            total = loss + glyph_head.weight * glyph_loss
+            glyph_accs.append(float(glyph_acc))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
         opt.step()
         losses.append(float(loss.detach()))
         if step % 10 == 0:
             el = time.monotonic() - t0
-            print(f"\rtrain_plates: step {step + 1}/{steps} loss {np.mean(losses[-10:]):.3f} "
+            glyph = f" glyph acc {np.mean(glyph_accs[-10:]):.2f}" if glyph_accs else ""
+            print(f"\rtrain_plates: step {step + 1}/{steps} loss {np.mean(losses[-10:]):.3f}{glyph} "
                   f"{el / 60:.1f} min, ~{el / (step + 1) * (steps - step - 1) / 60:.0f} min left",
                   end="", file=sys.stderr, flush=True)
         if (step + 1) % eval_every == 0 or step + 1 == steps:
@@ -272,7 +326,7 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, eval_ever
     minutes = (time.monotonic() - t0) / 60
     save_hf(model, config, out_dir / "hf")
     summary = {"steps": steps, "batch": batch, "seed": seed, "lr": lr, "threads": threads,
-               "vision_lr_scale": vision_lr_scale, "qa_share": qa_share,
+               "vision_lr_scale": vision_lr_scale, "qa_share": qa_share, "glyph_weight": glyph_weight,
                "parameters": n_params, "minutes": round(minutes, 2), "plates_seen": steps * batch,
                "final": curve_rows[-1], "torch": torch.__version__}
     atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
@@ -294,11 +348,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--vision-lr-scale", type=float, default=1.0, help="vision tower lr = lr x this")
     ap.add_argument("--qa-share", type=float, default=0.25, help="share of short-question samples")
+    ap.add_argument("--glyph-weight", type=float, default=0.0,
+                    help="weight of a training-only per-character loss on the image features (default 0: off; "
+                         "docs/demo-model.md section 3c)")
     a = ap.parse_args(argv)
     if a.steps < 1 or a.batch < 1:
         ap.error("--steps and --batch must be at least 1")
     s = train(Path(a.out_dir), a.steps, a.batch, a.seed, a.lr, a.eval_every, a.threads,
-              a.vision_lr_scale, a.qa_share)
+              a.vision_lr_scale, a.qa_share, a.glyph_weight)
     print(json.dumps(s, indent=2))
     return 0
 

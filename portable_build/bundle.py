@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -137,18 +138,30 @@ def llama_lib_dir(cuda: bool, work: Path) -> Path:
         z.extractall(site)
     lib = site / "llama_cpp" / "lib"
     cuda_home = Path(os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda")
-    found = []
-    plat = "win32" if sys.platform == "win32" else "linux"
+    files = cuda_runtime_files(cuda_home, "win32" if sys.platform == "win32" else "linux")
+    if not any("cudart" in n for n in files):
+        raise SystemExit(f"CUDA runtime libraries not found under {cuda_home} (set CUDA_HOME)")
+    for name, src in files.items():
+        if not (lib / name).exists():
+            shutil.copy2(src, lib / name, follow_symlinks=True)
+    _log(f"CUDA runtime libraries bundled: {', '.join(files)}")
+    return lib
+
+
+_SONAME = re.compile(r"\.so\.\d+$")
+
+
+def cuda_runtime_files(cuda_home: Path, plat: str) -> dict[str, Path]:
+    """Bundled name -> source file, one copy per library. On Linux only the ``lib*.so.<major>``
+    name the backend links (its DT_NEEDED): the toolkit's ``lib*.so`` and fully versioned names are
+    the same file again, and libcublasLt alone is 540 MB."""
+    out: dict[str, Path] = {}
     for pattern in CUDA_RUNTIME_LIBS[plat]:
         for sub in CUDA_LIB_DIRS[plat]:
             for p in sorted(cuda_home.glob(f"{sub}/{pattern}")):
-                if p.is_file() and not (lib / p.name).exists():
-                    shutil.copy2(p, lib / p.name, follow_symlinks=True)
-                    found.append(p.name)
-    if not any("cudart" in n for n in found):
-        raise SystemExit(f"CUDA runtime libraries not found under {cuda_home} (set CUDA_HOME)")
-    _log(f"CUDA runtime libraries bundled: {', '.join(found)}")
-    return lib
+                if p.is_file() and (plat != "linux" or _SONAME.search(p.name)):
+                    out.setdefault(p.name, p)
+    return out
 
 
 def glibc_version() -> str:
@@ -196,46 +209,67 @@ def build(out: Path, cuda: bool = False, clean: bool = False) -> Path:
     trim_log = work / "trimmed.json"
     env = dict(os.environ, GLMV_BUNDLE_EXTRA=str(extra), GLMV_BUNDLE_LLAMA_LIB=str(lib),
                GLMV_BUNDLE_TRIM_LOG=str(trim_log), GLMV_BUNDLE_NAME=NAME)
-    staging = Path(tempfile.mkdtemp(prefix="dist-", dir=work))
+    # staged beside the destination, so the final swap is a rename on one filesystem (an --out on
+    # a USB stick or another drive included)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-staging-", dir=out.parent))
     _log(f"running PyInstaller (onedir) on {SPEC.name}")
     cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
            "--distpath", str(staging), "--workpath", str(work / "pyinstaller"), str(SPEC)]
     if clean:
         cmd.insert(3, "--clean")
+    try:
+        _pyinstall_and_swap(cmd, env, staging, out, cuda, demo, fonts)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    n, size = folder_stats(out)
+    cut = json.loads(trim_log.read_text()) if trim_log.is_file() else []
+    _log(f"{out}: {size / 2**20:.0f} MiB in {n} files ({len(cut)} collected files trimmed), "
+         f"built in {time.monotonic() - t0:.0f}s; glibc {glibc_version()} or newer needed on the host")
+    return out
+
+
+def _pyinstall_and_swap(cmd: list[str], env: dict, staging: Path, out: Path, cuda: bool, demo, fonts) -> None:
     r = subprocess.run(cmd, env=env, cwd=ROOT)
     if r.returncode != 0:
         raise SystemExit(f"PyInstaller failed (exit {r.returncode})")
     built = staging / NAME
     from runtime import __version__
-    from portable_build.llama_build import LLAMA_CPP_PYTHON_VERSION, build_key, cmake_args
+    from portable_build.llama_build import LLAMA_CPP_PYTHON_VERSION, build_key, cmake_args, cuda_archs
     info = {"name": NAME, "version": __version__, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "platform": sys.platform, "machine": platform.machine(), "build_glibc": glibc_version(),
             "python": platform.python_version(), "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
             "llama_build_key": build_key(LLAMA_CPP_PYTHON_VERSION, cmake_args(cuda)), "cuda": cuda,
+            **({"cuda_archs": cuda_archs()} if cuda else {}),
             "demo_model": demo, "fonts": fonts}
     install_layout(built, info)
-    # swap in the new bundle only once it is complete
-    out.parent.mkdir(parents=True, exist_ok=True)
+    # swap in the new bundle only once it is complete; if that fails the previous one stays
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         out.rename(old)
-    built.rename(out)
+    try:
+        built.rename(out)
+    except OSError:
+        if old.exists() and not out.exists():
+            old.rename(out)
+        raise
     shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
-    n, size = folder_stats(out)
-    cut = json.loads(trim_log.read_text()) if trim_log.is_file() else []
-    _log(f"{out}: {size / 2**20:.0f} MiB in {n} files ({len(cut)} collected files trimmed), "
-         f"built in {time.monotonic() - t0:.0f}s; glibc {info['build_glibc']} or newer needed on the host")
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "dist" / NAME), help="the bundle folder (default dist/glmv-portable)")
     ap.add_argument("--cuda", action="store_true", help="add the CUDA backend (builds the CUDA llama.cpp; needs nvcc)")
+    ap.add_argument("--cuda-archs", metavar="LIST",
+                    help="with --cuda: only these GPU architectures, e.g. 89-real (sets GLMV_CUDA_ARCHS; "
+                         "default Turing to Hopper, ~40 min of 2-core build per architecture)")
     ap.add_argument("--clean", action="store_true", help="clear PyInstaller's cache first")
     a = ap.parse_args(argv)
+    if a.cuda_archs:
+        if not a.cuda:
+            ap.error("--cuda-archs needs --cuda")
+        os.environ["GLMV_CUDA_ARCHS"] = a.cuda_archs
     print(build(Path(a.out).resolve(), cuda=a.cuda, clean=a.clean))
     return 0
 

@@ -75,6 +75,23 @@ DROP_RULES: tuple[tuple[str, str], ...] = (
     ("*/plugins/platforminputcontexts/*virtualkeyboard*", "Qt's on-screen keyboard (needs QML)"),
     ("*/plugins/wayland-graphics-integration-client/*server*", "compositor-side plugins"),
     ("*/plugins/wayland-shell-integration/*", "shells other than xdg-shell (KEEP_RULES)"),
+    # PyInstaller also puts copies of what the llama.cpp libraries link at the top of _internal, and
+    # its bootloader puts that folder first on the library path: for the CUDA bundle the top-level
+    # libggml-base came from the CPU wheel installed for the build, so backends registered in one
+    # ggml and llama.cpp saw none ("no backends are loaded"). One copy, the bundled wheel's, in
+    # llama_cpp/lib (RUNPATH $ORIGIN; llama_cpp's DLL directory on Windows).
+    ("libggml*.so*", "2nd copy of a llama.cpp library: the one in llama_cpp/lib is used"),
+    ("libllama.so*", "2nd copy of a llama.cpp library: the one in llama_cpp/lib is used"),
+    ("libmtmd.so*", "2nd copy of a llama.cpp library: the one in llama_cpp/lib is used"),
+    ("ggml*.dll", "2nd copy of a llama.cpp library: the one in llama_cpp/lib is used"),
+    ("llama.dll", "2nd copy of a llama.cpp library: the one in llama_cpp/lib is used"),
+    ("mtmd.dll", "2nd copy of a llama.cpp library: the one in llama_cpp/lib is used"),
+    # the same for what libggml-cuda links; the backend loads the
+    # copies beside it in llama_cpp/lib (RUNPATH $ORIGIN; llama_cpp's DLL directory on Windows)
+    ("libcudart*.so*", "2nd copy of the CUDA runtime: the one in llama_cpp/lib is used"),
+    ("libcublas*.so*", "2nd copy of cuBLAS (540 MB with cuBLASLt): the one in llama_cpp/lib is used"),
+    ("cudart64_*.dll", "2nd copy of the CUDA runtime: the one in llama_cpp/lib is used"),
+    ("cublas*64_*.dll", "2nd copy of cuBLAS: the one in llama_cpp/lib is used"),
 )
 
 # Exceptions to DROP_RULES.

@@ -117,6 +117,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cuda-home", default=os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda")
     ap.add_argument("--out", default=str(ROOT / "build" / "cuda-toolkit"))
     a = ap.parse_args(argv)
+    if sys.platform != "linux":   # symlinks, lib*.so and targets/x86_64-linux: the pip-wheel toolkits of Linux
+        raise SystemExit("portable_build.cuda_toolkit is for Linux; on Windows install the CUDA toolkit with its "
+                         "cuBLAS component and set CUDA_PATH")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     print(assemble(Path(a.cuda_home), out))

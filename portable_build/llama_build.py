@@ -45,11 +45,10 @@ PORTABLE_CMAKE_ARGS: tuple[str, ...] = (
     "-DGGML_BACKEND_DL=ON",
     "-DGGML_CPU_ALL_VARIANTS=ON",
 )
-# Turing (75) to Hopper (90); the CUDA backend is its own library, loaded only where it runs.
-CUDA_CMAKE_ARGS: tuple[str, ...] = (
-    "-DGGML_CUDA=ON",
-    "-DCMAKE_CUDA_ARCHITECTURES=75-real;80-real;86-real;89-real;90-real;90-virtual",
-)
+# Turing (75) to Hopper (90), plus PTX for newer GPUs; the CUDA backend is its own library,
+# loaded only where it runs.
+DEFAULT_CUDA_ARCHS = "75-real;80-real;86-real;89-real;90-real;90-virtual"
+CUDA_CMAKE_ARGS: tuple[str, ...] = ("-DGGML_CUDA=ON",)
 
 _VARIANT_LIB = re.compile(r"^(lib)?ggml-(cpu-[\w.]+|cuda|vulkan)\.(so|dll|dylib)$")
 
@@ -74,13 +73,33 @@ def has_driver_library(home: Path) -> bool:
     return any(any(home.glob(p)) for p in pats) or any(Path(p).exists() for p in system)
 
 
+_CUDA_ARCH = re.compile(r"^\d{2,3}(-real|-virtual)?$")
+
+
+def cuda_archs(env: dict | None = None) -> str:
+    """The CUDA architectures to build: ``GLMV_CUDA_ARCHS`` (e.g. ``89-real`` or ``86-real;89-real``)
+    or the release's Turing-to-Hopper list. Why the override: each architecture costs ~40 min on
+    2 cores (docs/benchmarks.md), and a stick made for one known GPU needs one."""
+    env = os.environ if env is None else env
+    raw = (env.get("GLMV_CUDA_ARCHS") or "").strip()
+    if not raw:
+        return DEFAULT_CUDA_ARCHS
+    archs = [a.strip() for a in re.split(r"[;,]", raw) if a.strip()]
+    bad = [a for a in archs if not _CUDA_ARCH.match(a)]
+    if bad or not archs:
+        raise SystemExit(f"GLMV_CUDA_ARCHS={raw!r}: expected compute capabilities such as '89-real' or "
+                         f"'75-real;86-real' (not {', '.join(bad) or 'empty'})")
+    return ";".join(archs)
+
+
 def cmake_args(cuda: bool = False, env: dict | None = None) -> tuple[str, ...]:
     if not cuda:
         return PORTABLE_CMAKE_ARGS
     # ggml's CUDA virtual-memory pool links libcuda directly; a toolkit without the driver stub
     # (NVIDIA's pip wheels) builds the legacy pool instead, which reaches the driver through cudart
     extra = () if has_driver_library(cuda_home(env)) else ("-DGGML_CUDA_NO_VMM=ON",)
-    return PORTABLE_CMAKE_ARGS + CUDA_CMAKE_ARGS + extra
+    archs = (f"-DCMAKE_CUDA_ARCHITECTURES={cuda_archs(env)}",)
+    return PORTABLE_CMAKE_ARGS + CUDA_CMAKE_ARGS + archs + extra
 
 
 def build_key(version: str, args: tuple[str, ...]) -> str:
@@ -98,7 +117,10 @@ def cached_wheel(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False) ->
     stamp = d / "complete.json"
     if not stamp.is_file():
         return None
-    wheel = d / json.loads(stamp.read_text())["wheel"]
+    try:
+        wheel = d / json.loads(stamp.read_text())["wheel"]
+    except (ValueError, KeyError, TypeError):
+        return None   # not a finished build: build again
     return wheel if wheel.is_file() else None
 
 
@@ -198,9 +220,10 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int
         _log(f"cached wheel: {existing}")
         return existing
     if cuda and (missing := cuda_preflight()):
+        hint = ("install the toolkit's cuBLAS component and set CUDA_PATH" if sys.platform == "win32" else
+                "a toolkit without cuBLAS can be completed with `CUDA_HOME=$(python -m portable_build.cuda_toolkit)`")
         raise SystemExit("cannot build the CUDA backend on this machine; missing:\n  - " + "\n  - ".join(missing)
-                         + "\n(set CUDA_HOME to a full CUDA toolkit, 12.x or 13.x; a toolkit without cuBLAS can be "
-                         "completed with `CUDA_HOME=$(python -m portable_build.cuda_toolkit)`)")
+                         + f"\n(set CUDA_HOME to a full CUDA toolkit, 12.x or 13.x; {hint})")
     d = entry_dir(version, cuda)
     d.mkdir(parents=True, exist_ok=True)
     sdist = _fetch_sdist(version, d / "sdist")
@@ -227,13 +250,24 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int
         raise SystemExit(f"build finished but no ggml-cpu variant library was found in {d / 'build'}")
     final = d / built.name
     add_libs_to_wheel(built, libs, final)
-    (d / "complete.json").write_text(json.dumps({
+    _write_stamp(d / "complete.json", json.dumps({
         "wheel": final.name, "version": version, "cmake_args": list(args),
         "variant_libs": [p.name for p in libs], "build_seconds": round(time.monotonic() - t0, 1),
     }, indent=2))
     shutil.rmtree(raw, ignore_errors=True)
     _log(f"built in {time.monotonic() - t0:.0f}s with {len(libs)} backend libraries: {final}")
     return final
+
+
+def _write_stamp(path: Path, text: str) -> None:
+    """The cache entry's completion stamp, written atomically: a torn stamp would be read as a
+    broken cache on every later run instead of as no build."""
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def build_tool(target: str, version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False) -> Path:

@@ -27,4 +27,7 @@ def render(template: str, messages: list[dict], *, enable_thinking: bool, marker
            add_generation_prompt: bool = True) -> str:
     text = _compile(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
                                      enable_thinking=enable_thinking)
+    # the marker typed as text would be taken for a second image and the whole request refused:
+    # a word joiner after its first character keeps it text (and near-verbatim for the model)
+    text = text.replace(marker, marker[:1] + "\u2060" + marker[1:])
     return text.replace(IMAGE_SPAN, marker)

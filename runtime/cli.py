@@ -23,6 +23,7 @@ files, checkpoint) · 4 not enough resources (disk full, context too small).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -71,9 +72,13 @@ def find_pair(model_dir: Path) -> tuple[Path, Path]:
         raise ModelFileError(f"model folder not found: {model_dir}")
     man = model_dir / "manifest.json"
     if man.is_file():
-        files = json.loads(man.read_text()).get("files") or {}
-        if "text" in files and "mmproj" in files:
-            return model_dir / files["text"]["file"], model_dir / files["mmproj"]["file"]
+        try:
+            files = json.loads(man.read_text(encoding="utf-8")).get("files") or {}
+            if "text" in files and "mmproj" in files:
+                return model_dir / files["text"]["file"], model_dir / files["mmproj"]["file"]
+        except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
+            raise ModelFileError(f"{man} is damaged ({type(e).__name__}: {e}): copy it again from the conversion "
+                                 "output, or delete it to find the pair by file names") from None
     mm = sorted(model_dir.glob("mmproj*.gguf"))
     text = sorted(p for p in model_dir.glob("*.gguf") if not p.name.startswith("mmproj"))
     if not text:
@@ -257,35 +262,39 @@ def cmd_read_plate(a) -> int:
     from runtime.paths import data_dir
     from runtime.sampling import SamplingOptions
     text, mmproj = locate_pair(a)
-    prepared = [(Path(p), images.load(p, pixel_budget=pixel_budget(a, text))) for p in a.photos]  # fail before loading
+    budget = pixel_budget(a, text)
+    for p in a.photos:   # every photo checked before the model loads; each is decoded again when read
+        images.load(p, pixel_budget=budget)
     eng = _engine(a, text, mmproj)
     log = data_dir(a.data_dir) / "readings.jsonl"
     quant = manifest_quant(text)
-    results = []
+    many = len(a.photos) > 1
     sampling = SamplingOptions(temperature=a.temperature, top_p=a.top_p, seed=a.seed,
                                json_schema=json.dumps(plate.SCHEMA))
     try:
-        for path, img in prepared:
-            r, _ = read_plate_photo(eng, path, img, sampling=sampling, max_tokens=a.max_tokens,
-                                    use_cache=not a.no_cache, log=log, quant=quant)
-            results.append((str(path), r))
+        for k, p in enumerate(a.photos):
+            path = Path(p)
+            r, _ = read_plate_photo(eng, path, images.load(path, pixel_budget=budget), sampling=sampling,
+                                    max_tokens=a.max_tokens, use_cache=not a.no_cache, log=log, quant=quant)
+            # each reading is printed as soon as it is made: an interrupted batch keeps what was read
+            if a.csv:
+                lines = plate.to_csv([(str(path), r)]).splitlines(keepends=True)
+                sys.stdout.write("".join(lines if k == 0 else lines[1:]))
+            elif a.json:
+                out = r.as_json()
+                print(json.dumps({"photo": str(path), **out} if many else out, ensure_ascii=False))
+            else:
+                if many:
+                    print(f"== {path}")
+                print(plate.to_table(r))
+            sys.stdout.flush()
     finally:
         eng.close()
-    if a.csv:
-        sys.stdout.write(plate.to_csv(results))
-    for path, r in results:
-        if a.json:
-            out = r.as_json()
-            print(json.dumps(out if len(results) == 1 else {"photo": path, **out}, ensure_ascii=False))
-        elif not a.csv:
-            if len(results) > 1:
-                print(f"== {path}")
-            print(plate.to_table(r))
     return EXIT_OK
 
 
 def cmd_models(a) -> int:
-    from runtime.model_files import ModelFileError, check_pair, verify_checksums
+    from runtime.model_files import ModelFileError, check_pair, manifest_quant, verify_checksums
     from runtime.paths import data_dir, model_dirs
     found = []
     for d in model_dirs(a.model_dir, data_dir(a.data_dir)):
@@ -302,9 +311,7 @@ def cmd_models(a) -> int:
             if any(d.glob("*.gguf")):
                 found.append({"folder": str(d), "error": str(e)})
             continue
-        quant = json.loads((d / "manifest.json").read_text())["files"]["text"]["quant"] \
-            if (d / "manifest.json").is_file() else "?"
-        found.append({"folder": str(d), "text": text.name, "mmproj": mmproj.name, "quant": quant,
+        found.append({"folder": str(d), "text": text.name, "mmproj": mmproj.name, "quant": manifest_quant(text) or "?",
                       "bytes": text.stat().st_size + mmproj.stat().st_size, "status": status})
     if a.json:
         print(json.dumps(found, indent=2))
@@ -315,7 +322,8 @@ def cmd_models(a) -> int:
             print(f"{f['folder']}: PROBLEM: {f['error']}")
         else:
             print(f"{f['folder']}: {f['text']} + {f['mmproj']}  [{f['quant']}, {f['bytes'] / 2**30:.2f} GiB, {f['status']}]")
-    return EXIT_OK
+    # a damaged model is bad input (exit 3), so scripts checking a stick with --verify see it
+    return EXIT_INPUT if any("error" in f for f in found) else EXIT_OK
 
 
 def cmd_doctor(a) -> int:
@@ -428,25 +436,47 @@ def cmd_serve(a) -> int:
         a.progress = progress  # _engine passes it to EngineOptions: load progress in /api/status
         return _engine(a, text, mmproj)
     server.serve_forever(a.host, a.port, a.token, window=window, announced=ann, data_dir=data_dir(a.data_dir),
-                         n_ctx=a.ctx, locate=locate, engine_factory=factory, default_max_tokens=a.max_tokens)
+                         n_ctx=a.ctx, locate=locate, engine_factory=factory, default_max_tokens=a.max_tokens,
+                         pixel_budget=a.pixel_budget)
     return EXIT_OK
 
 
-def _generation_args(q: argparse.ArgumentParser) -> None:
-    q.add_argument("--max-tokens", type=int, default=256)
-    q.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default 8192)")
-    q.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 picks a free one)")
+    return v
+
+
+def _pixel_budget_arg(q: argparse.ArgumentParser) -> None:
     q.add_argument("--pixel-budget", type=int, default=None,
                    help="max pixels sent to the vision tower (default: the model's manifest, else 802816 ≈ "
                         "1024 image tokens)")
-    q.add_argument("--think", action="store_true", help="let the model reason before answering (slower)")
-    q.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, reproducible (default)")
-    q.add_argument("--top-p", type=float, default=1.0)
-    q.add_argument("--seed", type=int, default=0)
+
+
+def _engine_args(q: argparse.ArgumentParser) -> None:
+    """What loading the model and preparing the photo take (every command that runs the model)."""
+    q.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default 8192)")
+    q.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    _pixel_budget_arg(q)
     q.add_argument("--no-cache", action="store_true", help="do not reuse or store cached greedy answers")
     q.add_argument("--verify", action="store_true", help="check sha256 against manifest.json first")
     q.add_argument("--data-dir", help="logs, caches, demo model (default: $GLMV_DATA_DIR or the user data folder)")
-    q.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per answer)")
+
+
+def _generation_args(q: argparse.ArgumentParser, *, think: bool = True, json_out: bool = True) -> None:
+    _engine_args(q)
+    q.add_argument("--max-tokens", type=int, default=256)
+    if think:
+        q.add_argument("--think", action="store_true", help="let the model reason before answering (slower)")
+    q.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, reproducible (default)")
+    q.add_argument("--top-p", type=float, default=1.0)
+    q.add_argument("--seed", type=int, default=0)
+    if json_out:
+        q.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per answer)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -485,14 +515,19 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "demo":
             q.add_argument("--model-dir", help="folder with the GGUF pair (default: $GLMV_MODEL_DIR, models/ beside "
                                                "the program, then the data folder)")
-        _generation_args(q)
+            _generation_args(q)
+        else:   # the demo reads the sample plate greedily under the schema: nothing else to choose
+            _engine_args(q)
         q.set_defaults(fn=fn)
 
     rp = sub.add_parser("read-plate", help="read a nameplate's fields (JSON schema enforced by llama.cpp's grammar)")
     rp.add_argument("photos", nargs="+", metavar="PHOTO")
     rp.add_argument("--model-dir")
-    rp.add_argument("--csv", action="store_true", help="CSV output (one row per photo)")
-    _generation_args(rp)
+    # no --think: the schema's grammar holds the answer to the JSON from its first token
+    _generation_args(rp, think=False, json_out=False)
+    fmt = rp.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object per photo")
+    fmt.add_argument("--csv", action="store_true", help="CSV output (one row per photo)")
     rp.set_defaults(fn=cmd_read_plate, max_tokens=2048)
 
     m = sub.add_parser("models", help="GGUF pairs found, sizes, quant, verified or not")
@@ -505,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="local HTTP server: web UI, app API, OpenAI-compatible /v1")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; anything else "
                                                           "requires a bearer token, generated if not given)")
-    sv.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
+    sv.add_argument("--port", type=_port, default=0, help="port (default 0: a free port)")
     sv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on /api and /v1")
     sv.add_argument("--model-dir")
     sv.add_argument("--data-dir")
@@ -515,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     sv.add_argument("--no-cache", action="store_true", help="do not reuse or store cached greedy answers")
     sv.add_argument("--verify", action="store_true", help="check sha256 against manifest.json first")
+    _pixel_budget_arg(sv)
     sv.set_defaults(fn=cmd_serve)
 
     st = sub.add_parser("self-test", help="offline end-to-end check on the built-in demo model (JSON report); "
@@ -576,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as e:  # a data folder that is a file, a full disk, a vanished USB stick...
+        where = f" ({e.filename})" if e.filename else ""
+        _err(f"{e.strerror or e}{where}")
+        return EXIT_RESOURCES if e.errno in (errno.ENOSPC, errno.EDQUOT) else EXIT_FAIL
 
 
 if __name__ == "__main__":

@@ -64,8 +64,12 @@ def _frozen_webengine_paths() -> dict:
     qt.conf only when the bundle's path is plain ASCII without spaces: from "/media/usb/测试 盘/"
     the page stays blank. Explicit paths work from anywhere."""
     from .paths import resources_dir
-    qt = resources_dir() / "PySide6" / "Qt"
-    if not getattr(sys, "frozen", False) or not (qt / "resources").is_dir():
+    if not getattr(sys, "frozen", False):
+        return {}
+    # PyInstaller keeps Qt in PySide6/Qt on Linux and macOS, directly in PySide6 on Windows
+    qt = next((d for d in (resources_dir() / "PySide6" / "Qt", resources_dir() / "PySide6")
+               if (d / "resources").is_dir()), None)
+    if qt is None:
         return {}
     return {"QTWEBENGINE_RESOURCES_PATH": str(qt / "resources"),
             "QTWEBENGINE_LOCALES_PATH": str(qt / "translations" / "qtwebengine_locales")}

@@ -120,7 +120,10 @@ class LlamaPair:
         if not self.ctx:
             self.close()
             raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens")
-        self.n_ctx, self.n_batch, self.threads = ll.llama_n_ctx(self.ctx), n_batch, threads
+        # llama.cpp may lower the batch (to n_ctx when that is smaller) and round n_ctx up; feeding more
+        # than its own batch size aborts the process, so use the sizes the context really has
+        self.n_ctx, self.threads = ll.llama_n_ctx(self.ctx), threads
+        self.n_batch = max(1, min(n_batch, ll.llama_n_batch(self.ctx), ll.llama_n_ubatch(self.ctx)))
         if mmproj_path is not None:
             mp2 = mtmd_cpp.mtmd_context_params_default()
             mp2.use_gpu = mmproj_on_gpu

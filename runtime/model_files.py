@@ -131,6 +131,7 @@ def manifest_quant(text: Path) -> str | None:
     man = text.parent / "manifest.json"
     try:
         files = json.loads(man.read_text()).get("files") or {}
-    except (OSError, ValueError):
+        return next((e.get("quant") for e in files.values() if isinstance(e, dict) and e.get("file") == text.name),
+                    None)
+    except (OSError, ValueError, AttributeError):
         return None
-    return next((e.get("quant") for e in files.values() if e.get("file") == text.name), None)

@@ -120,8 +120,12 @@ def parse_chat(body: dict, *, n_ctx: int) -> ChatRequest:
             first_user = False
         else:
             history.append(m)
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens")) or 1024
-    if not isinstance(max_tokens, int) or max_tokens < 1:
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = 1024
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise RequestError("max_tokens must be a positive integer")
     temperature = body.get("temperature")
     top_p = body.get("top_p")
@@ -134,8 +138,10 @@ def parse_chat(body: dict, *, n_ctx: int) -> ChatRequest:
     except (TypeError, ValueError) as e:
         raise RequestError(f"bad sampling parameter: {e}") from None
     kwargs = body.get("chat_template_kwargs") or {}
-    thinking = bool(body.get("thinking", kwargs.get("enable_thinking", False)))
     so = body.get("stream_options") or {}
+    if not isinstance(kwargs, dict) or not isinstance(so, dict):
+        raise RequestError("chat_template_kwargs and stream_options must be objects")
+    thinking = bool(body.get("thinking", kwargs.get("enable_thinking", False)))
     return ChatRequest(history, question, image, min(max_tokens, n_ctx), sampling, bool(body.get("stream")),
                        bool(so.get("include_usage")), thinking, str(body.get("model") or ""))
 

@@ -173,6 +173,9 @@ class ModelHost:
         except ModelFileError as e:
             self.state, self.message = "no_model", str(e)
             return
+        except Exception as e:  # noqa: BLE001 - a dead load thread would leave /api/status "loading" forever
+            self.state, self.message = "error", f"the model folder could not be read: {e}"
+            return
         self.model = {"text": text.name, "mmproj": mmproj.name, "quant": manifest_quant(text)}
         self.pixel_budget = manifest_pixel_budget(text)
         self.model["demo"] = is_demo_model(text)

@@ -482,6 +482,55 @@ def test_cli_verify_catches_a_checksum_mismatch(good, bad_models, photo, tmp_pat
     _assert_input_error(r, good.text_path.name.lower(), "checksum", "copy it again")
 
 
+def test_cli_models_verify_exits_3_on_a_checksum_mismatch(bad_models, tmp_path):
+    """A script checking a stick (`glmv models --verify`) must see the damage in the exit code."""
+    r = _cli("models", "--model-dir", str(bad_models["checksum"]), "--verify", data_dir=tmp_path / "data")
+    assert r.returncode == 3 and "PROBLEM" in r.stdout and "checksum" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("manifest", ["{", '{"files": {"text": {}, "mmproj": {}}}', '{"files": []}'])
+def test_cli_refuses_a_damaged_manifest_with_an_input_error(manifest, good, photo, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for p in (good.text_path, good.mmproj_path):
+        shutil.copy2(p, folder / p.name)
+    (folder / "manifest.json").write_text(manifest)
+    r = _cli("ask", str(photo), "q", "--model-dir", str(folder), "--no-cache", "--max-tokens", "4",
+             data_dir=tmp_path / "data")
+    if manifest == '{"files": []}':   # no usable entries: the pair is found by file names
+        assert r.returncode == 0, r.stderr
+    else:
+        _assert_input_error(r, "manifest.json", "damaged")
+    m = _cli("models", "--model-dir", str(folder), data_dir=tmp_path / "data")
+    assert "Traceback" not in m.stderr and m.returncode == (0 if manifest == '{"files": []}' else 3), m.stderr
+
+
+def test_cli_small_context_is_not_a_llama_cpp_abort(tmp_path):
+    """--ctx below llama.cpp's batch size: it lowers the batch, and feeding the image in larger
+    batches used to abort the whole process (GGML_ASSERT)."""
+    demo = ROOT / "assets" / "models" / "glmv-plates"
+    r = _cli("ask", str(ROOT / "assets" / "samples" / "plate-en-metal.jpg"), "Serial number?", "--model-dir", str(demo),
+             "--ctx", "100", "--no-cache", "--max-tokens", "4", data_dir=tmp_path / "data")
+    assert r.returncode in (0, 4) and "Traceback" not in r.stderr, (r.returncode, r.stderr[-2000:])
+
+
+def test_cli_reports_os_errors_without_a_traceback(photo, good, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    r = _cli("ask", str(photo), "q", "--model-dir", str(good.text_path.parent), "--no-cache", "--data-dir",
+             str(not_a_dir), data_dir=tmp_path / "data")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and str(not_a_dir) in r.stderr, r.stderr
+    r = _cli("serve", "--port", "70000", "--no-window", data_dir=tmp_path / "data")
+    assert r.returncode == 2 and "0-65535" in r.stderr
+    r = _cli("read-plate", str(photo), "--json", "--csv", data_dir=tmp_path / "data")
+    assert r.returncode == 2 and "not allowed with" in r.stderr
+    # options a command would silently ignore are refused: the demo reads greedily under the
+    # schema, and read-plate's grammar admits no reasoning before the JSON
+    for args in (("demo", "--json"), ("demo", "--max-tokens", "5"), ("read-plate", str(photo), "--think")):
+        r = _cli(*args, data_dir=tmp_path / "data")
+        assert r.returncode == 2 and "unrecognized arguments" in r.stderr, (args, r.stderr)
+
+
 # ------------------------------------------------------- after all that, llama.cpp still works
 
 def test_process_and_llama_cpp_survive_the_failures(good, bad_models):

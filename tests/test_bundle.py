@@ -74,7 +74,9 @@ def test_layout(bundle):
     assert {"libllama.so", "libggml.so.0", "libmtmd.so"} <= libs, sorted(libs)
     assert {f"libggml-cpu-{v}.so" for v in BASELINE_VARIANTS + ("haswell",)} <= libs, sorted(libs)
     readme = (bundle / "README-offline.txt").read_text(encoding="utf-8")
-    assert "glibc" in readme and "离线" in readme
+    assert "glibc" in readme and "离线" in readme and "glmv-cli.exe" in readme
+    bat = (bundle / "start.bat").read_bytes()   # cmd.exe misreads labels and goto in LF-only files
+    assert bat.count(b"\n") == bat.count(b"\r\n") > 3
 
 
 def test_trimmed(bundle):

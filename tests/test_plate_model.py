@@ -100,11 +100,14 @@ def test_training_runs_saves_hf_layout_and_releases(tmp_path, monkeypatch):
     from convert import plate_release, train_plates
     monkeypatch.setattr(train_plates, "CURVE_PLATES", 2)
     s = train_plates.train(tmp_path / "run", steps=2, batch=2, seed=0, lr=1e-3, eval_every=1, threads=2,
-                           vision_lr_scale=0.5, qa_share=0.5)
+                           vision_lr_scale=0.5, qa_share=0.5, glyph_weight=0.5)
     assert s["plates_seen"] == 4 and s["final"]["step"] == 2
-    assert (s["vision_lr_scale"], s["qa_share"]) == (0.5, 0.5)
+    assert (s["vision_lr_scale"], s["qa_share"], s["glyph_weight"]) == (0.5, 0.5, 0.5)
     curve = [json.loads(x) for x in (tmp_path / "run" / "curve.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in curve] == [0, 1, 2]
+    assert [r["step"] for r in curve] == [0, 1, 2] and all(0 <= r["glyph_acc"] <= 1 for r in curve)
+    # the glyph head is a training aid: the saved model is the plain architecture
+    index = json.loads((tmp_path / "run" / "hf" / "model.safetensors.index.json").read_text())
+    assert not any("glyph" in k for k in index["weight_map"])
     # an untrained model's answers do depend on the photo: the blank-photo control sees it
     assert curve[0]["image_gain"] != 0 and curve[0]["loss"] > 0
     (tmp_path / "rel").mkdir()
@@ -228,3 +231,29 @@ def test_compare_flags_a_wrong_field():
     c = compare({"serial_number": "24940700-96", "frequency": "60 Hz"}, truth, ["serial_number", "frequency"])
     assert c["serial_number"] == {"read": "24940700-96", "truth": "24940700-95", "ok": False}
     assert c["frequency"]["ok"] is True
+
+
+def test_glyph_targets_put_each_printed_character_where_it_is():
+    """The training-only per-character targets: on unwarped photos the serial number's glyph centres
+    run left to right inside its printed box, one per character, about one advance apart; the
+    targets carry those characters at those slots; labels of printed fields have boxes too."""
+    for seed in range(6):
+        p = plates.generate(seed, difficulty=0.0)
+        box, (ox, oy) = p.meta["boxes"]["serial_number"], p.meta["quad"][0]
+        serial = box["text"].replace(" ", "")
+        x0, y0, x1, y1 = box["box"]
+        cs = [(c, x - ox, y - oy) for c, x, y in task.glyph_centres(p.meta)
+              if x0 <= x - ox <= x1 and y0 <= y - oy <= y1]
+        assert "".join(c for c, _, _ in cs) == serial
+        xs = np.array([x for _, x, _ in cs])
+        assert (np.diff(xs) > 0).all() and abs(np.diff(xs).mean() - (x1 - x0) / len(serial)) < 0.35 * (x1 - x0) / len(serial)
+        t = task.glyph_targets(p.meta)
+        assert t.shape == (task.n_image_tokens(*task.PHOTO_SIZE), task.GLYPH_ROWS * task.GLYPH_COLS)
+        c, x, y = cs[0][0], cs[0][1] + ox, cs[0][2] + oy
+        cell = 28
+        slot = int((y % cell) * task.GLYPH_ROWS // cell) * task.GLYPH_COLS + int((x % cell) * task.GLYPH_COLS // cell)
+        assert t[int(y // cell) * (task.PHOTO_SIZE[0] // cell) + int(x // cell), slot] == 2 + task.GLYPH_CHARS.index(c)
+        printed = {k for k, v in p.fields.items() if v and k not in ("manufacturer", "type", "other")}
+        assert printed <= set(p.meta["label_boxes"])
+    other = task.glyph_targets(plates.generate(99, difficulty=0.0).meta)
+    assert (other != t).any()

@@ -15,7 +15,9 @@ from portable_build.llama_build import cuda_preflight
     "PySide6/Qt/libexec/QtWebEngineProcess", "PySide6/Qt/translations/qtwebengine_locales/zh-CN.pak",
     "PySide6/Qt/resources/qtwebengine_resources.pak", "PySide6/Qt/resources/icudtl.dat",
     "PySide6/plugins/platforms/qwindows.dll", "PySide6/Qt6WebEngineCore.dll",
-    "llama_cpp/lib/libggml-cpu-haswell.so",
+    "llama_cpp/lib/libggml-cpu-haswell.so", "llama_cpp/lib/libggml-cuda.so", "llama_cpp/lib/libcublasLt.so.13",
+    "llama_cpp/lib/libcudart.so.13", "llama_cpp/lib/cublas64_13.dll", "llama_cpp/lib/libggml-base.so.0",
+    "llama_cpp/lib/libllama.so.0", "llama_cpp/lib/ggml-base.dll", "llama_cpp/lib/llama.dll", "libgomp.so.1",
 ])
 def test_what_the_window_needs_is_kept(dest):
     assert dropped(dest) is None
@@ -27,6 +29,8 @@ def test_what_the_window_needs_is_kept(dest):
     "PySide6/Qt/translations/qtwebengine_locales/de.pak", "PySide6/Qt/libexec/rcc",
     "PySide6/Qt/plugins/printsupport/libcupsprintersupport.so", "PySide6/Qt/plugins/platforms/libqvnc.so",
     "PySide6/Qt/resources/qtwebengine_devtools_resources.pak",
+    "libcublasLt.so.13", "libcublas.so.13", "libcudart.so.13", "cublasLt64_13.dll", "cudart64_13.dll",
+    "libggml-base.so.0", "libggml.so.0", "libllama.so.0", "libmtmd.so.0", "ggml-base.dll", "llama.dll",
 ])
 def test_what_it_does_not_need_is_cut_with_a_reason(dest):
     assert dropped(dest)
@@ -107,3 +111,54 @@ def test_cuda_build_uses_the_legacy_pool_only_without_a_driver_library(tmp_path)
     (home / "lib" / "stubs" / "libcuda.so").write_text("")
     assert "-DGGML_CUDA_NO_VMM=ON" not in cmake_args(True, {"CUDA_HOME": str(home)})
     assert not any("CUDA" in a for a in cmake_args(False))
+
+
+def test_cuda_architectures_can_be_narrowed_and_are_part_of_the_cache_key(tmp_path):
+    from portable_build import bundle
+    from portable_build.llama_build import DEFAULT_CUDA_ARCHS, build_key, cmake_args
+    env = {"CUDA_HOME": str(tmp_path)}
+    release = cmake_args(True, env)
+    assert f"-DCMAKE_CUDA_ARCHITECTURES={DEFAULT_CUDA_ARCHS}" in release
+    one = cmake_args(True, {**env, "GLMV_CUDA_ARCHS": "89-real"})
+    assert "-DCMAKE_CUDA_ARCHITECTURES=89-real" in one and len(one) == len(release)
+    assert build_key("0", one) != build_key("0", release)
+    assert "-DCMAKE_CUDA_ARCHITECTURES=86-real;89-real" in cmake_args(True, {**env, "GLMV_CUDA_ARCHS": " 86-real, 89-real "})
+    assert cmake_args(False, {"GLMV_CUDA_ARCHS": "89-real"}) == cmake_args(False)   # the CPU build ignores it
+    with pytest.raises(SystemExit, match="GLMV_CUDA_ARCHS='sm_89'"):
+        cmake_args(True, {**env, "GLMV_CUDA_ARCHS": "sm_89"})
+    with pytest.raises(SystemExit):
+        bundle.main(["--cuda-archs", "89-real"])   # only with --cuda
+
+
+def test_cuda_runtime_libraries_are_bundled_once_under_the_names_the_backend_links(tmp_path):
+    from portable_build.bundle import cuda_runtime_files
+    home = tmp_path / "cuda"
+    for sub in ("lib64", "targets/x86_64-linux/lib"):
+        d = home / sub
+        d.mkdir(parents=True)
+        for lib, ver in (("libcudart", "13.0.96"), ("libcublas", "13.0.2.14"), ("libcublasLt", "13.0.2.14")):
+            (d / f"{lib}.so.{ver}").write_bytes(b"x" * 10)
+            (d / f"{lib}.so.13").symlink_to(f"{lib}.so.{ver}")
+            (d / f"{lib}.so").symlink_to(f"{lib}.so.13")
+        (d / "libcudart_static.a").write_bytes(b"")
+    files = cuda_runtime_files(home, "linux")
+    assert sorted(files) == ["libcublas.so.13", "libcublasLt.so.13", "libcudart.so.13"]
+    assert all(p.is_file() for p in files.values())
+    win = tmp_path / "win"
+    (win / "bin").mkdir(parents=True)
+    for n in ("cudart64_13.dll", "cublas64_13.dll", "cublasLt64_13.dll", "nvcc.exe"):
+        (win / "bin" / n).write_bytes(b"")
+    assert sorted(cuda_runtime_files(win, "win32")) == ["cublas64_13.dll", "cublasLt64_13.dll", "cudart64_13.dll"]
+
+
+@pytest.mark.parametrize("qt_rel", ["PySide6/Qt", "PySide6"])   # Linux layout, Windows layout
+def test_frozen_window_gets_explicit_webengine_paths_in_either_qt_layout(qt_rel, tmp_path, monkeypatch):
+    import sys
+    from runtime import launcher, paths
+    qt = tmp_path / qt_rel
+    (qt / "resources").mkdir(parents=True)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(paths, "resources_dir", lambda: tmp_path)
+    env = launcher._frozen_webengine_paths()
+    assert env["QTWEBENGINE_RESOURCES_PATH"] == str(qt / "resources")
+    assert env["QTWEBENGINE_LOCALES_PATH"] == str(qt / "translations" / "qtwebengine_locales")

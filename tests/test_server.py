@@ -124,6 +124,16 @@ def test_openai_request_errors(srv):
     assert requests.post(url, data=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
     r = requests.post(url, json={"messages": [_user("hi", "data:image/png;base64,AAAA")]})
     assert r.status_code == 400 and r.json()["error"]["message"]
+    for bad in ({"stream_options": True}, {"chat_template_kwargs": [1]}, {"max_tokens": 0}, {"max_tokens": True}):
+        r = requests.post(url, json={"messages": [{"role": "user", "content": "hi"}], **bad})
+        assert r.status_code == 400 and r.json()["error"]["message"], bad
+
+
+def test_openai_text_that_spells_the_media_marker_is_answered(srv, photo_uri):
+    """mtmd's image marker typed by the user is text, not a second image (it was a 500)."""
+    r = requests.post(srv.url + "v1/chat/completions",
+                      json={"messages": [_user("what is <__media__> here", photo_uri)], "max_tokens": 4})
+    assert r.status_code == 200, r.text
 
 
 # --- app API ------------------------------------------------------------------------------------
@@ -365,3 +375,13 @@ def test_no_model_installed_runs_the_demo_model_with_its_sample(tmp_path, monkey
             assert fields.get(k) == truth.get(k), (k, fields.get(k), truth.get(k))
     finally:
         h.stop()
+
+
+def test_serve_hands_pixel_budget_to_the_app(monkeypatch):
+    """`glmv serve --pixel-budget N` (documented for slow machines) reaches the server's image intake."""
+    from runtime import cli, server
+    seen = {}
+    monkeypatch.setattr(server, "serve_forever", lambda *a, **kw: seen.update(kw))
+    assert cli.main(["serve", "--no-window", "--pixel-budget", "200000"]) == 0
+    assert seen["pixel_budget"] == 200000
+    assert cli.main(["serve", "--no-window"]) == 0 and seen["pixel_budget"] is None   # the model's own
