@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from portable_build.llama_build import write_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = Path(__file__).resolve().parent / "glmv.spec"
 LAYOUT = Path(__file__).resolve().parent / "layout"
@@ -65,16 +67,6 @@ def _log(msg: str) -> None:
     print(f"[bundle] {msg}", file=sys.stderr, flush=True)
 
 
-def _write_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def make_icons(out: Path) -> tuple[Path, Path]:
     """The app icon (assets/ui/icon.svg's plate-with-lines shape) as PNG and multi-size ICO."""
     from PIL import Image, ImageDraw
@@ -104,7 +96,7 @@ def make_fonts(out: Path) -> list[str]:
         if Path(licence).is_file():
             shutil.copy2(licence, out / f"{f.stem}.copyright.txt")
         shipped.append(f.name)
-    _write_atomic(out / "fonts.conf", FONTS_CONF)
+    write_atomic(out / "fonts.conf", FONTS_CONF)
     return shipped
 
 
@@ -185,7 +177,7 @@ def install_layout(dist: Path, build_info: dict) -> None:
     shutil.copy2(LAYOUT / "start.sh", dist / "start.sh")
     shutil.copy2(LAYOUT / "start.bat", dist / "start.bat")
     (dist / "start.sh").chmod(0o755)
-    _write_atomic(dist / "_internal" / "BUILD-INFO.json", json.dumps(build_info, indent=2))
+    write_atomic(dist / "_internal" / "BUILD-INFO.json", json.dumps(build_info, indent=2))
 
 
 def build(out: Path, cuda: bool = False, clean: bool = False) -> Path:

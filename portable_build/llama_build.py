@@ -250,7 +250,7 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int
         raise SystemExit(f"build finished but no ggml-cpu variant library was found in {d / 'build'}")
     final = d / built.name
     add_libs_to_wheel(built, libs, final)
-    _write_stamp(d / "complete.json", json.dumps({
+    write_atomic(d / "complete.json", json.dumps({
         "wheel": final.name, "version": version, "cmake_args": list(args),
         "variant_libs": [p.name for p in libs], "build_seconds": round(time.monotonic() - t0, 1),
     }, indent=2))
@@ -259,12 +259,14 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int
     return final
 
 
-def _write_stamp(path: Path, text: str) -> None:
-    """The cache entry's completion stamp, written atomically: a torn stamp would be read as a
-    broken cache on every later run instead of as no build."""
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write, fsync, rename: a reader (or a later run) sees the old file or the whole new one.
+    Here, not in the converter's helpers: this module runs before the project's dependencies
+    are installed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
