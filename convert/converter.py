@@ -123,6 +123,11 @@ def quantize_with_llama(src: Path, dst: Path, quant: str, threads: int | None = 
     params.max_buf_size = QUANT_SLAB_BYTES
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
     if rc != 0:
+        _remove(dst)
+        free = shutil.disk_usage(dst.parent).free
+        if free < src.stat().st_size // 2:   # its output (≤ half the F16/BF16 input for K-quants) had no room
+            raise ConversionError(f"disk full while llama.cpp quantized into {dst.parent} ({free / 2**20:.0f} MiB "
+                                  "free). Free space or choose another --out; no partial output was kept")
         raise ConversionError(f"llama.cpp's quantizer failed on {src.name} (code {rc})")
     with open(dst, "rb") as f:
         os.fsync(f.fileno())
@@ -151,34 +156,57 @@ def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quan
     if mmproj_quant not in MMPROJ_QUANTS:
         raise ConversionError(f"unknown mmproj quant type {mmproj_quant!r}; choose one of {', '.join(MMPROJ_QUANTS)}")
     src, out = Path(src), Path(out)
-    spec = load_spec(src)
-    sources = open_tensors(src)
-    ignored = check_sources(spec, sources)
+    try:
+        spec = load_spec(src)
+        sources = open_tensors(src)
+        ignored = check_sources(spec, sources)
+        tplan, vplan = text_plan(spec), vision_plan(spec)
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as e:
+        # a config or index of the wrong shape (a list, a null section, a number as text...)
+        raise ConversionError(f"{src} is not a GLM-4.6V checkpoint this converter can read: its config.json or "
+                              f"safetensors index has an unexpected shape ({type(e).__name__}: {e})") from None
     name = _safe_name(name or src.name)
     text_name, mmproj_name = output_names(name, quant, mmproj_quant)
+    if out.exists() and not out.is_dir():
+        raise ConversionError(f"--out {out} is a file, not a folder: choose a folder for the GGUF pair")
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
-    old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    old = _read_manifest(manifest_path)
     result = ConvertResult(out / text_name, out / mmproj_name, manifest_path)
+    src_dtype = next(iter(sources.values())).dtype
+    source = {"name": name, "config_sha256": spec.config_sha256, "weights": _weights_key(src), "dtype": src_dtype}
 
     def up_to_date(role: str, fname: str, q: str) -> bool:
         entry = (old.get("files") or {}).get(role) or {}
         p = out / fname
         return (not force and entry.get("file") == fname and entry.get("quant") == q
                 and old.get("converter_version") == CONVERTER_VERSION
-                and old.get("source", {}).get("config_sha256") == spec.config_sha256
+                and {k: old.get("source", {}).get(k) for k in ("config_sha256", "weights")}
+                == {k: source[k] for k in ("config_sha256", "weights")}
                 and p.is_file() and p.stat().st_size == entry.get("bytes"))
 
-    tplan, vplan = text_plan(spec), vision_plan(spec)
-    src_dtype = next(iter(sources.values())).dtype
     files: dict[str, dict] = {}
+
+    def save_manifest() -> None:
+        # after each file, so an interrupted run resumes with what is done; a file's entry is
+        # dropped before that file is rewritten, so an entry never describes another file
+        entries = {k: {kk: vv for kk, vv in v.items() if kk != "types"} for k, v in files.items()}
+        atomic_write_text(manifest_path, json.dumps({
+            "converter_version": CONVERTER_VERSION, "source": source, "files": entries,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
+
     t0 = time.monotonic()
     intermediate = out / f".{name}-intermediate.gguf"
     try:
+        kept_mmproj = up_to_date("mmproj", mmproj_name, mmproj_quant)
+        if kept_mmproj:
+            files["mmproj"] = old["files"]["mmproj"]
         if up_to_date("text", text_name, quant):
             result.skipped.append(text_name)
             files["text"] = old["files"]["text"]
         else:
+            if old.get("files"):   # the old entry goes before its file is replaced
+                save_manifest()
             if quant in DIRECT_TYPES:
                 _write_file("text", result.text_path, tplan, sources, spec, quant, text_metadata(src, spec),
                             progress, permute_qk)
@@ -193,37 +221,61 @@ def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quan
                 os.replace(part, result.text_path)
                 _remove(intermediate)
             files["text"] = _file_entry(result.text_path, quant)
-        if up_to_date("mmproj", mmproj_name, mmproj_quant):
+            save_manifest()
+        if kept_mmproj:
             result.skipped.append(mmproj_name)
-            files["mmproj"] = old["files"]["mmproj"]
         else:
+            if (old.get("files") or {}).get("mmproj"):
+                save_manifest()
             _write_file("mmproj", result.mmproj_path, vplan, sources, spec, mmproj_quant, mmproj_metadata(spec),
                         progress, permute_qk)
             files["mmproj"] = _file_entry(result.mmproj_path, mmproj_quant)
     except OSError as e:
         if e.errno in DISK_ERRNOS:
+            _remove_parts(intermediate, result, text_name, mmproj_name)   # the free space left after cleanup
             free = shutil.disk_usage(out).free
             raise ConversionError(f"disk full while writing into {out} ({os.strerror(e.errno)}; "
                                   f"{free / 2**20:.0f} MiB free). Free space or choose another --out; "
                                   "no partial output was kept") from None
         raise
     finally:
-        for p in (intermediate, intermediate.with_name(intermediate.name + ".part"),
-                  result.text_path.with_name(text_name + ".part"), result.mmproj_path.with_name(mmproj_name + ".part")):
-            _remove(p)
+        _remove_parts(intermediate, result, text_name, mmproj_name)
     fallbacks = _fallbacks(files["text"].get("types") or _tensor_types(result.text_path), quant)
-    for entry in files.values():
-        entry.pop("types", None)  # per-tensor types feed the report, not the manifest
-    manifest = {
-        "converter_version": CONVERTER_VERSION,
-        "source": {"name": name, "config_sha256": spec.config_sha256, "dtype": src_dtype},
-        "files": files,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    save_manifest()
     result.report = {"seconds": round(time.monotonic() - t0, 2), "ignored_tensors": ignored,
                      "fallbacks": fallbacks}
     return result
+
+
+def _remove_parts(intermediate: Path, result: ConvertResult, text_name: str, mmproj_name: str) -> None:
+    for p in (intermediate, intermediate.with_name(intermediate.name + ".part"),
+              result.text_path.with_name(text_name + ".part"), result.mmproj_path.with_name(mmproj_name + ".part")):
+        _remove(p)
+
+
+def _read_manifest(path: Path) -> dict:
+    """The output folder's manifest; a damaged one counts as none (everything is converted again)."""
+    if not path.is_file():
+        return {}
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(m, dict) and isinstance(m.get("files") or {}, dict) \
+                and all(isinstance(v, dict) for v in (m.get("files") or {}).values()):
+            return m
+    except (OSError, ValueError):
+        pass
+    print(f"warning: {path} is damaged; converting every file again", file=sys.stderr)
+    return {}
+
+
+def _weights_key(src: Path) -> str:
+    """Names, sizes and modification times of the weight files: the same config with other weights
+    (a fine-tune, a re-download) must not count as already converted."""
+    h = hashlib.sha256()
+    for p in sorted(src.glob("*.safetensors")):
+        st = p.stat()
+        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def _file_entry(path: Path, quant: str) -> dict:

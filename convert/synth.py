@@ -528,9 +528,36 @@ def make_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, dial
     stamp = {"size": size, "seed": seed, "dialect": dialect, "n_shards": n, "total_size": total}
     if _is_complete(out, stamp):
         return out
+    # only a checkpoint this generator made (or an empty folder) is ever replaced: OUT could be a
+    # real download or anybody's data
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / STAMP).is_file()):
+        from .errors import ConversionError
+        raise ConversionError(f"{out} exists and is not a synthetic checkpoint made by this tool: refusing to "
+                              "replace it — choose another folder, or delete it first")
 
     part = out.absolute().with_name(f"{out.absolute().name}.part-{os.getpid()}")
     shutil.rmtree(part, ignore_errors=True)
+    try:
+        _build(part, spec, dialect, table, total, n, seed, stamp, progress)
+    except BaseException:   # interrupted, disk full...: nothing half-written stays behind
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+
+    if _is_complete(out, stamp):  # a concurrent builder won the race; its result is identical
+        shutil.rmtree(part)
+        return out
+    if out.exists():
+        old = part.with_name(f"{out.absolute().name}.old-{os.getpid()}")
+        out.rename(old)
+        part.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        part.rename(out)
+    _fsync_dir(part.parent)
+    return out
+
+
+def _build(part: Path, spec, dialect: str, table, total: int, n: int, seed: int, stamp: dict, progress: bool) -> None:
     part.mkdir(parents=True)
     config = build_config(spec, dialect)
     _write_json(part / "config.json", config)
@@ -553,19 +580,6 @@ def make_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, dial
     _write_json(part / STAMP, stamp)  # written last: its presence means the rest is complete
     _fsync_dir(part)
 
-    if _is_complete(out, stamp):  # a concurrent builder won the race; its result is identical
-        shutil.rmtree(part)
-        return out
-    if out.exists():
-        old = part.with_name(f"{out.absolute().name}.old-{os.getpid()}")
-        out.rename(old)
-        part.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        part.rename(out)
-    _fsync_dir(part.parent)
-    return out
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m convert.synth", description=__doc__.split("\n")[0])
@@ -577,7 +591,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress output")
     a = ap.parse_args(argv)
     t0 = time.monotonic()
-    out = make_checkpoint(a.out_dir, a.size, a.seed, a.dialect, a.shards, progress=not a.quiet)
+    from .errors import ConversionError
+    try:
+        out = make_checkpoint(a.out_dir, a.size, a.seed, a.dialect, a.shards, progress=not a.quiet)
+    except ConversionError as e:
+        print(f"synth: error: {e}", file=sys.stderr)
+        return 3
     if not a.quiet:
         print(f"synth: {out} ready in {time.monotonic() - t0:.1f}s", file=sys.stderr)
     return 0

@@ -59,7 +59,10 @@ def _size_text(n: int) -> str:
 
 
 def _too_big(name: str, size: int, limit: int) -> str:
-    return f"{name} is {_size_text(size)}; the limit is {_size_text(limit)} — export a smaller JPEG"
+    have, cap = _size_text(size), _size_text(limit)
+    if have == cap:   # "20.0 MB; the limit is 20.0 MB" would contradict itself
+        have, cap = f"{size:,} bytes", f"{limit:,} bytes"
+    return f"{name} is {have}; the limit is {cap} — export a smaller JPEG"
 
 
 def prepare(data: bytes, *, name: str = "photo", pixel_budget: int = DEFAULT_PIXEL_BUDGET,

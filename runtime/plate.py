@@ -187,14 +187,23 @@ def to_table(r: PlateReading) -> str:
     return "\n".join(out)
 
 
-def to_csv(readings: list[tuple[str, PlateReading]]) -> str:
+def _formula_safe(cell: str) -> str:
+    """A cell a spreadsheet would run as a formula (a photo name or a value read off a plate) is
+    prefixed with ' ; readings such as "-20 °C" or "+40" stay as they are."""
+    if cell[:1] in ("=", "@", "\t", "\r") or (cell[:1] in ("+", "-") and not re.match(r"[+-][\d.]", cell)):
+        return "'" + cell
+    return cell
+
+
+def to_csv(readings: list[tuple[str, PlateReading]], formula_safe: bool = False) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["photo"] + [k for k, _ in FIELDS] + ["other", "warnings"])
     for photo, r in readings:
-        w.writerow([photo] + [r.fields.get(k) or "" for k, _ in FIELDS]
-                   + ["; ".join(f"{o.get('name')}={o.get('value')}" for o in r.fields.get("other") or []),
-                      " | ".join(r.warnings)])
+        row = ([photo] + [r.fields.get(k) or "" for k, _ in FIELDS]
+               + ["; ".join(f"{o.get('name')}={o.get('value')}" for o in r.fields.get("other") or []),
+                  " | ".join(r.warnings)])
+        w.writerow([_formula_safe(str(c)) for c in row] if formula_safe else row)
     return buf.getvalue()
 
 

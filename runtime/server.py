@@ -134,6 +134,9 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     def model_id() -> str:
         return Path(host.model["text"]).stem if host.model.get("text") else "glm-4.6v"
 
+    def _positive_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
     async def json_body(request: Request) -> dict:
         try:
             body = await request.json()
@@ -205,12 +208,14 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
         if not isinstance(question, str) or not question.strip():
             return err(400, "'question' must be a non-empty string")
         max_tokens = body.get("max_tokens", default_max_tokens)
-        if not isinstance(max_tokens, int) or max_tokens < 1:
+        if not _positive_int(max_tokens):
             return err(400, "max_tokens must be a positive integer")
+        if "thinking" in body and not isinstance(body["thinking"], bool):
+            return err(400, "'thinking' must be true or false")
         if s.generation is not None:
             return err(409, "this session is already answering: wait, or cancel it first", "conflict")
         if "thinking" in body:
-            s.session.enable_thinking = bool(body["thinking"])
+            s.session.enable_thinking = body["thinking"]
         gen = host.start_generation(lambda cancelled: s.session.ask(
             question, max_tokens=min(max_tokens, n_ctx), sampling=SamplingOptions(), cancelled=cancelled))
         s.generation = gen
@@ -242,8 +247,10 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     async def read_plate(request):
         s = get_session(request)
         engine = host.require()
-        body = await json_body(request) if int(request.headers.get("content-length", "0") or 0) else {}
-        max_tokens = body.get("max_tokens", 2048) if isinstance(body.get("max_tokens", 2048), int) else 2048
+        body = await json_body(request) if (await request.body()).strip() else {}   # a body is optional
+        max_tokens = body.get("max_tokens", 2048)
+        if not _positive_int(max_tokens):
+            return err(400, "max_tokens must be a positive integer")
         # a fresh one-turn session on the same photo (the plate prompt stays out of the chat);
         # it borrows the chat session's image embeddings so the photo is not encoded again
         ps = engine.session(s.session.image)
@@ -252,6 +259,9 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
         gen = host.start_generation(lambda cancelled: ps.ask(plate.PROMPT, max_tokens=min(max_tokens, n_ctx),
                                                                sampling=sampling, cancelled=cancelled))
         steps = await gen.collect(request.is_disconnected)
+        if not steps or steps[-1].finish_reason == "cancelled":
+            # stopped by the user or the client left: not a reading, so nothing goes into the log
+            return err(409, "the reading was cancelled", "cancelled")
         raw = "".join(x.text for x in steps if x.kind == "answer")
         last = steps[-1]
         if s.session._embd is None:
@@ -274,7 +284,8 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
             return err(400, "format must be json or csv")
         rows = [(rec.get("photo", ""), plate.PlateReading(rec.get("fields") or {}, warnings=rec.get("warnings") or [],
                                                           raw=rec.get("raw", ""))) for rec in log]
-        return Response(plate.to_csv(rows), media_type="text/csv; charset=utf-8",
+        # the BOM makes spreadsheet programs on Windows read the file as UTF-8 (Chinese labels, m³/h)
+        return Response("\ufeff" + plate.to_csv(rows, formula_safe=True), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="readings.csv"'})
 
     # --- OpenAI-compatible --------------------------------------------------------------------

@@ -482,6 +482,13 @@ def test_cli_verify_catches_a_checksum_mismatch(good, bad_models, photo, tmp_pat
     _assert_input_error(r, good.text_path.name.lower(), "checksum", "copy it again")
 
 
+def test_size_message_never_says_a_file_is_as_big_as_the_limit():
+    from runtime.images import _too_big
+    msg = _too_big("mid.bin", 21_000_000, 20 * 2**20)
+    assert "21,000,000 bytes" in msg and "20,971,520 bytes" in msg
+    assert _too_big("a.jpg", 22 * 2**20, 20 * 2**20) == "a.jpg is 22.0 MB; the limit is 20.0 MB — export a smaller JPEG"
+
+
 def test_cli_models_verify_exits_3_on_a_checksum_mismatch(bad_models, tmp_path):
     """A script checking a stick (`glmv models --verify`) must see the damage in the exit code."""
     r = _cli("models", "--model-dir", str(bad_models["checksum"]), "--verify", data_dir=tmp_path / "data")

@@ -250,6 +250,54 @@ def test_error_disk_full_via_cli(tiny_ckpt, tmp_path):
     _no_outputs(out)
 
 
+def test_an_interrupted_run_resumes_and_new_weights_are_converted_again(ckpt_copy, tmp_path, monkeypatch):
+    from convert import converter
+    out = tmp_path / "out"
+    real = converter._write_file
+
+    def stop_at_mmproj(kind, *a, **k):
+        if kind == "mmproj":
+            raise KeyboardInterrupt
+        return real(kind, *a, **k)
+    monkeypatch.setattr(converter, "_write_file", stop_at_mmproj)
+    with pytest.raises(KeyboardInterrupt):
+        convert(ckpt_copy, out, quant="Q8_0", progress=False)
+    monkeypatch.setattr(converter, "_write_file", real)
+    r = convert(ckpt_copy, out, quant="Q8_0", progress=False)
+    assert r.skipped == [r.text_path.name]              # the finished text file was kept
+    assert convert(ckpt_copy, out, quant="Q8_0", progress=False).skipped == [r.text_path.name, r.mmproj_path.name]
+    shard = sorted(ckpt_copy.glob("*.safetensors"))[0]
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))   # other weights, same config
+    assert convert(ckpt_copy, out, quant="Q8_0", progress=False).skipped == []
+
+
+@pytest.mark.parametrize("damage", ['{"files": ', '{"files": {"text": "x"}}', "[]"])
+def test_a_damaged_output_manifest_means_convert_again(tiny_ckpt, tmp_path, damage, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text(damage)
+    r = convert(tiny_ckpt, out, quant="Q8_0", progress=False)
+    assert r.skipped == [] and json.loads(r.manifest_path.read_text())["files"]["text"]["file"] == r.text_path.name
+    assert "damaged" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit", [lambda c: [1, 2], lambda c: {**c, "vision_config": None},
+                                  lambda c: {**c, "text_config": {**c["text_config"], "num_hidden_layers": "2"}}])
+def test_a_config_of_the_wrong_shape_is_a_clear_error(ckpt_copy, tmp_path, edit):
+    cfg = json.loads((ckpt_copy / "config.json").read_text())
+    (ckpt_copy / "config.json").write_text(json.dumps(edit(cfg)))
+    with pytest.raises(ConversionError, match="not a GLM-4.6V checkpoint this converter can read|config"):
+        convert(ckpt_copy, tmp_path / "out", progress=False)
+    _no_outputs(tmp_path / "out")
+
+
+def test_out_that_is_a_file_is_a_clear_error(tiny_ckpt, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConversionError, match="is a file, not a folder"):
+        convert(tiny_ckpt, tmp_path / "afile", progress=False)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
 def test_cli_convert_bad_input_exit_code(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-m", "runtime.cli", "convert", str(tmp_path / "nope"), "--out",

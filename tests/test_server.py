@@ -161,9 +161,29 @@ def test_app_flow_upload_ask_read_plate_export(srv):
     assert log[-1]["quant"] == "Q8_0" and log[-1]["raw"] == out["raw"] and log[-1]["photo"] == "plate.jpg"
     exp = requests.get(srv.url + "api/readings?format=csv")
     assert "attachment" in exp.headers["content-disposition"] and exp.headers["content-type"].startswith("text/csv")
-    rows = list(csv.reader(io.StringIO(exp.text)))
+    assert exp.content.startswith(b"\xef\xbb\xbf")   # a BOM: Excel on Windows reads it as UTF-8
+    rows = list(csv.reader(io.StringIO(exp.content.decode("utf-8-sig"))))
     assert rows[0][:2] == ["photo", "manufacturer"] and rows[-1][0] == "plate.jpg"
     assert requests.get(srv.url + "api/sessions/nope").status_code == 404
+    # bad values are refused before anything runs or is logged
+    n = len(requests.get(srv.url + "api/readings?format=json").json())
+    for bad in ({"max_tokens": -5}, {"max_tokens": True}, {"max_tokens": "9"}):
+        assert requests.post(srv.url + f"api/sessions/{sid}/read-plate", json=bad).status_code == 400, bad
+    assert len(requests.get(srv.url + "api/readings?format=json").json()) == n
+    for bad in ({"question": "q", "thinking": "false"}, {"question": "q", "max_tokens": True}):
+        assert requests.post(srv.url + f"api/sessions/{sid}/ask", json=bad).status_code == 400, bad
+
+
+def test_csv_export_cells_are_not_formulas():
+    from runtime import plate
+    r = plate.PlateReading({"manufacturer": "=HYPERLINK(\"x\")", "serial_number": "-A1", "rated_voltage": "-20 °C",
+                            "power": "+40"})
+    row = list(csv.reader(io.StringIO(plate.to_csv([("@photo.jpg", r)], formula_safe=True))))[1]
+    keys = ["photo"] + [k for k, _ in plate.FIELDS]
+    cell = dict(zip(keys, row))
+    assert cell["photo"] == "'@photo.jpg" and cell["manufacturer"].startswith("'=") and cell["serial_number"] == "'-A1"
+    assert cell["rated_voltage"] == "-20 °C" and cell["power"] == "+40"      # readings stay as read
+    assert list(csv.reader(io.StringIO(plate.to_csv([("@p.jpg", r)]))))[1][0] == "@p.jpg"   # the CLI's CSV: as is
 
 
 def test_bad_photo_upload_is_a_400_with_the_reason(srv):

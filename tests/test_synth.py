@@ -297,16 +297,23 @@ def test_reuses_complete_checkpoint(ckpts, monkeypatch):
     assert (ckpts["v5"] / "config.json").stat().st_mtime_ns == mtime and _digest(ckpts["v5"]) == before
 
 
-def test_rebuilds_incomplete_or_different(tmp_path, capsys):
+def test_rebuilds_a_different_checkpoint_but_never_replaces_other_data(tmp_path, capsys, monkeypatch):
     out = tmp_path / "ck"
     out.mkdir()
-    (out / "junk.txt").write_text("half-written")
-    assert synth.main([str(out), "--size", "tiny", "--seed", "3", "--shards", "3"]) == 0
-    assert not (out / "junk.txt").exists()
+    (out / "thesis.txt").write_text("not ours")          # anybody's folder: refused, left as it was
+    assert synth.main([str(out), "--size", "tiny", "--seed", "3"]) == 3
+    assert "refusing to replace" in capsys.readouterr().err and (out / "thesis.txt").read_text() == "not ours"
+    (out / "thesis.txt").unlink()                        # an empty folder is fine
+    assert synth.main([str(out), "--size", "tiny", "--seed", "3"]) == 0
+    assert synth.main([str(out), "--size", "tiny", "--seed", "3", "--shards", "3"]) == 0   # ours, different: rebuilt
     assert json.loads((out / synth.STAMP).read_text())["seed"] == 3
     assert len(list(out.glob("model-*-of-00003.safetensors"))) == 3
     assert "synth:" in capsys.readouterr().err
-    assert not [p for p in tmp_path.iterdir() if p.name != "ck"]
+    # an interrupted build leaves nothing behind (a .part folder can be gigabytes)
+    monkeypatch.setattr(synth, "_write_safetensors", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        synth.make_checkpoint(tmp_path / "other", "tiny", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
 
 
 def test_ships_without_ml_packages():

@@ -203,7 +203,7 @@ def test_ui_end_to_end(served, browser):
         with page.expect_download() as dl:
             page.click("#export-csv")
         assert dl.value.suggested_filename == "readings.csv"
-        table = list(csv.reader(io.StringIO(Path(dl.value.path()).read_text(encoding="utf-8"))))
+        table = list(csv.reader(io.StringIO(Path(dl.value.path()).read_text(encoding="utf-8-sig"))))
         assert table[0][:2] == ["photo", "manufacturer"] and len(table) == 2, table
         assert table[1][0] == "plate-synthetic.jpg"
         with page.expect_download() as dl:
@@ -236,6 +236,9 @@ def test_ui_end_to_end(served, browser):
 
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
+        # another photo: the nameplate shown (and what Copy would copy) was the previous photo's
+        page.set_input_files("#file", str(SAMPLE))
+        expect(page.locator("#plate")).to_be_hidden()
         assert not problems, problems
     finally:
         ctx.close()

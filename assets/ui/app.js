@@ -226,6 +226,9 @@ function rotate(dir) {
 function photoChanged() {
   if (sessionId || $("#messages .msg:not(.note)")) addNote("photo.changed");
   sessionId = null;
+  // the nameplate shown (and what Copy copies) belongs to the previous photo
+  plateResult = null;
+  $("#plate").hidden = true;
   draw();
   renderPhotoInfo();
   updateButtons();
@@ -435,6 +438,8 @@ async function ask() {
     } else {
       reply.dataset.state = "error";
       if (e instanceof ApiError && e.status === 404) sessionId = null;   // expired: re-upload next time
+      // nothing answered: give the question back, so sending again needs no retyping
+      if (!answer && !$("#question").value) $("#question").value = question;
       text.textContent = answer || (e instanceof ApiError ? describeError(e) : e.message);
       showError(e);
     }
@@ -472,7 +477,15 @@ async function* sseEvents(resp) {
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = "";
   for (;;) {
-    const { value, done } = await reader.read();
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (e) {
+      // the connection broke mid-answer: the same translated "network" message as a failed request
+      if (e.name === "AbortError") throw e;
+      throw new ApiError(0, String(e.message || e), "network");
+    }
+    const { value, done } = chunk;
     if (done) break;
     buf += value;
     let i;
