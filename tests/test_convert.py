@@ -310,3 +310,20 @@ def test_manifest_is_small_and_lists_types_per_file(converted):
     man = json.loads(converted("Q8_0", "Q8_0").manifest_path.read_text())
     for entry in man["files"].values():
         assert set(entry) == {"file", "bytes", "sha256", "quant", "tensor_count", "tensor_types"}
+
+
+def test_a_quantizer_failure_with_no_room_left_is_reported_as_disk_full(tmp_path, monkeypatch):
+    from collections import namedtuple
+    from convert import converter
+    from runtime.backends import import_llama_cpp
+    llama_cpp = import_llama_cpp()
+    src = tmp_path / "mid.gguf"
+    src.write_bytes(b"x" * 4096)
+    monkeypatch.setattr(llama_cpp, "llama_model_quantize", lambda *a: 1)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(converter.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 100))
+    with pytest.raises(ConversionError, match="disk full while llama.cpp quantized"):
+        converter.quantize_with_llama(src, tmp_path / "out.gguf", "Q4_K_M")
+    monkeypatch.setattr(converter.shutil, "disk_usage", lambda p: usage(10**9, 0, 10**9))
+    with pytest.raises(ConversionError, match=r"quantizer failed on mid.gguf \(code 1\)"):
+        converter.quantize_with_llama(src, tmp_path / "out.gguf", "Q4_K_M")
