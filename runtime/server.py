@@ -207,6 +207,10 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
         question = body.get("question")
         if not isinstance(question, str) or not question.strip():
             return err(400, "'question' must be a non-empty string")
+        try:
+            question.encode("utf-8")
+        except UnicodeEncodeError:   # a lone surrogate from a broken client: no tokenizer takes it
+            return err(400, "'question' contains characters that are not valid Unicode text")
         max_tokens = body.get("max_tokens", default_max_tokens)
         if not _positive_int(max_tokens):
             return err(400, "max_tokens must be a positive integer")

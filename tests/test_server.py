@@ -170,7 +170,8 @@ def test_app_flow_upload_ask_read_plate_export(srv):
     for bad in ({"max_tokens": -5}, {"max_tokens": True}, {"max_tokens": "9"}):
         assert requests.post(srv.url + f"api/sessions/{sid}/read-plate", json=bad).status_code == 400, bad
     assert len(requests.get(srv.url + "api/readings?format=json").json()) == n
-    for bad in ({"question": "q", "thinking": "false"}, {"question": "q", "max_tokens": True}):
+    for bad in ({"question": "q", "thinking": "false"}, {"question": "q", "max_tokens": True},
+                {"question": "lone \ud800 surrogate"}):
         assert requests.post(srv.url + f"api/sessions/{sid}/ask", json=bad).status_code == 400, bad
 
 
