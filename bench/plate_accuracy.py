@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from convert import plate_task as task  # noqa: E402
-from convert import plates  # noqa: E402
 from runtime import plate as plate_schema  # noqa: E402
 
 KEYS = [k for k, _ in plate_schema.FIELDS] + ["other"]
@@ -179,7 +178,8 @@ def main(argv=None) -> int:
         res["plates"] = [{"file": r["file"], "truth": r["fields"], "glmv": g,
                           **({"transformers": t_read[i]} if "transformers" in res else {})}
                          for i, (r, g) in enumerate(zip(rows, g_read))]
-        Path(a.out).write_text(json.dumps(res, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        from convert.converter import atomic_write_text
+        atomic_write_text(Path(a.out), json.dumps(res, ensure_ascii=False, indent=1) + "\n")
     return 0
 
 

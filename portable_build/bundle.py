@@ -129,10 +129,11 @@ def llama_lib_dir(cuda: bool, work: Path) -> Path:
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
     lib = site / "llama_cpp" / "lib"
-    cuda_home = Path(os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda")
-    files = cuda_runtime_files(cuda_home, "win32" if sys.platform == "win32" else "linux")
+    from portable_build.llama_build import cuda_home
+    home = cuda_home()
+    files = cuda_runtime_files(home, "win32" if sys.platform == "win32" else "linux")
     if not any("cudart" in n for n in files):
-        raise SystemExit(f"CUDA runtime libraries not found under {cuda_home} (set CUDA_HOME)")
+        raise SystemExit(f"CUDA runtime libraries not found under {home} (set CUDA_HOME)")
     for name, src in files.items():
         if not (lib / name).exists():
             shutil.copy2(src, lib / name, follow_symlinks=True)

@@ -173,9 +173,8 @@ def _stream(session, question: str, a, cancel: _Cancel | None = None) -> dict:
 
 def pixel_budget(a, text: Path) -> int:
     """--pixel-budget, else the model's own (its manifest), else the default."""
-    from runtime import images
-    from runtime.model_files import manifest_pixel_budget
-    return a.pixel_budget or manifest_pixel_budget(text) or images.DEFAULT_PIXEL_BUDGET
+    from runtime.model_files import pixel_budget_for
+    return pixel_budget_for(text, a.pixel_budget)
 
 
 def _ask(text: Path, mmproj: Path, photo: Path, question: str, a) -> dict:
@@ -278,8 +277,7 @@ def cmd_read_plate(a) -> int:
                                     max_tokens=a.max_tokens, use_cache=not a.no_cache, log=log, quant=quant)
             # each reading is printed as soon as it is made: an interrupted batch keeps what was read
             if a.csv:
-                lines = plate.to_csv([(str(path), r)]).splitlines(keepends=True)
-                sys.stdout.write("".join(lines if k == 0 else lines[1:]))
+                sys.stdout.write(plate.to_csv([(str(path), r)], header=k == 0))
             elif a.json:
                 out = r.as_json()
                 print(json.dumps({"photo": str(path), **out} if many else out, ensure_ascii=False))

@@ -48,9 +48,8 @@ def demo_manifest(d: Path | None = None) -> dict:
     return json.loads((d / "manifest.json").read_text(encoding="utf-8")) if d else {}
 
 
-def demo_pair(data_dir: Path | None = None) -> tuple[Path, Path]:
-    """The demo model's (text, mmproj) GGUF files. ``data_dir`` is unused (kept for callers that
-    once built the demo there); nothing is written."""
+def demo_pair() -> tuple[Path, Path]:
+    """The demo model's (text, mmproj) GGUF files (nothing is written)."""
     from .model_files import ModelFileError
     d = demo_dir()
     if d is None:

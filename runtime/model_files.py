@@ -126,6 +126,12 @@ def manifest_pixel_budget(text: Path) -> int | None:
     return int(v) if isinstance(v, int) and v > 0 else None
 
 
+def pixel_budget_for(text: Path, override: int | None = None) -> int:
+    """The photo size for ``text``'s model: an explicit one, else its manifest's, else the default."""
+    from .images import DEFAULT_PIXEL_BUDGET
+    return override or manifest_pixel_budget(text) or DEFAULT_PIXEL_BUDGET
+
+
 def manifest_quant(text: Path) -> str | None:
     """The quant type ``manifest.json`` beside ``text`` records for it (None when unknown)."""
     man = text.parent / "manifest.json"

@@ -195,10 +195,11 @@ def _formula_safe(cell: str) -> str:
     return cell
 
 
-def to_csv(readings: list[tuple[str, PlateReading]], formula_safe: bool = False) -> str:
+def to_csv(readings: list[tuple[str, PlateReading]], formula_safe: bool = False, header: bool = True) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["photo"] + [k for k, _ in FIELDS] + ["other", "warnings"])
+    if header:
+        w.writerow(["photo"] + [k for k, _ in FIELDS] + ["other", "warnings"])
     for photo, r in readings:
         row = ([photo] + [r.fields.get(k) or "" for k, _ in FIELDS]
                + ["; ".join(f"{o.get('name')}={o.get('value')}" for o in r.fields.get("other") or []),

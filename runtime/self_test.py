@@ -58,7 +58,7 @@ def run(data_dir: str | None = None) -> int:
     from .demo_model import bundled_demo_dir, checked_fields, compare, demo_manifest, demo_pair, sample_plate
     from .engine import Engine, EngineOptions
     from .paths import app_dir, data_dir as resolve_data_dir, read_only_note
-    from .model_files import manifest_pixel_budget
+    from .model_files import pixel_budget_for
     from .sampling import SamplingOptions
 
     t_start = time.perf_counter()
@@ -82,14 +82,14 @@ def run(data_dir: str | None = None) -> int:
         checks["backend_loaded"] = info.cpu_variant is not None
 
         t0 = time.perf_counter()
-        text, mmproj = demo_pair(ddir)
+        text, mmproj = demo_pair()
         report["model"] = {"text": text.name, "mmproj": mmproj.name, "bundled": bundled_demo_dir() is not None}
         eng = Engine(text, mmproj, EngineOptions(n_ctx=4096))
         timings["model_load"] = _ms(t0)
         try:
             t0 = time.perf_counter()
             photo, truth = sample_plate()
-            img = images.load(photo, pixel_budget=manifest_pixel_budget(text) or images.DEFAULT_PIXEL_BUDGET)
+            img = images.load(photo, pixel_budget=pixel_budget_for(text))
             sampling = SamplingOptions(json_schema=json.dumps(plate.SCHEMA))
             reading, last = read_plate_photo(eng, photo, img, sampling=sampling, max_tokens=2048,
                                              use_cache=False, log=ddir / "readings.jsonl", quant=None)

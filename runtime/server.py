@@ -134,9 +134,6 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     def model_id() -> str:
         return Path(host.model["text"]).stem if host.model.get("text") else "glm-4.6v"
 
-    def _positive_int(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
     async def json_body(request: Request) -> dict:
         try:
             body = await request.json()
@@ -212,7 +209,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
         except UnicodeEncodeError:   # a lone surrogate from a broken client: no tokenizer takes it
             return err(400, "'question' contains characters that are not valid Unicode text")
         max_tokens = body.get("max_tokens", default_max_tokens)
-        if not _positive_int(max_tokens):
+        if not oai.positive_int(max_tokens):
             return err(400, "max_tokens must be a positive integer")
         if "thinking" in body and not isinstance(body["thinking"], bool):
             return err(400, "'thinking' must be true or false")
@@ -253,7 +250,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
         engine = host.require()
         body = await json_body(request) if (await request.body()).strip() else {}   # a body is optional
         max_tokens = body.get("max_tokens", 2048)
-        if not _positive_int(max_tokens):
+        if not oai.positive_int(max_tokens):
             return err(400, "max_tokens must be a positive integer")
         # a fresh one-turn session on the same photo (the plate prompt stays out of the chat);
         # it borrows the chat session's image embeddings so the photo is not encoded again

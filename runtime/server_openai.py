@@ -86,6 +86,11 @@ def _parts(content) -> tuple[str, list[bytes]]:
     return "\n".join(texts), imgs
 
 
+def positive_int(v) -> bool:
+    """A JSON integer >= 1 (JSON's true is not a count, though Python's bool is an int)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
 def parse_chat(body: dict, *, n_ctx: int) -> ChatRequest:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
@@ -125,7 +130,7 @@ def parse_chat(body: dict, *, n_ctx: int) -> ChatRequest:
         max_tokens = body.get("max_tokens")
     if max_tokens is None:
         max_tokens = 1024
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+    if not positive_int(max_tokens):
         raise RequestError("max_tokens must be a positive integer")
     temperature = body.get("temperature")
     top_p = body.get("top_p")
