@@ -76,6 +76,10 @@ print("n_vocab", p.n_vocab, "n_embd", p.n_embd); p.close()
 """
 
 
+class StepFailed(SystemExit):
+    """A measured child failed (a SystemExit for this script's own runs; tests see the message)."""
+
+
 def measure(cmd: list[str], log: Path) -> dict:
     """Run ``cmd`` as a child; wall seconds and that child's own peak RSS (ru_maxrss, KiB on Linux)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -87,8 +91,18 @@ def measure(cmd: list[str], log: Path) -> dict:
     p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"step failed (rc {p.returncode}): {' '.join(map(str, cmd))}\n{tail}")
+        raise StepFailed(f"step failed (rc {p.returncode}): {' '.join(map(str, cmd))}\n{tail}")
     return {"wall_s": wall, "peak_rss_mib": ru.ru_maxrss / 1024}
+
+
+def llama_cpp_convert(ckpt: Path, outfile: Path, log: Path, outtype: str = "bf16", mmproj: bool = False,
+                      vocab_only: bool = False) -> dict:
+    """llama.cpp's own ``convert_hf_to_gguf.py`` (the vendored source, with its own gguf-py) on
+    ``ckpt`` in a child process; wall seconds and peak RSS. tests/test_release_formats.py compares
+    our converter's files with what this writes."""
+    args = (["--mmproj"] if mmproj else []) + (["--vocab-only"] if vocab_only else [])
+    return measure([PY, "-c", THEIRS, str(vendored_source()), str(ckpt), *args, "--outtype", outtype,
+                    "--outfile", str(outfile)], log)
 
 
 def llama_quantize_binary(cache: Path) -> Path | None:
@@ -137,7 +151,6 @@ def main(argv=None) -> int:
     print(f"[bench] checkpoint {a.size} …", file=sys.stderr)
     ckpt = make_checkpoint(cache / f"ckpt-{a.size}", a.size, seed=0)
     ckpt_mib = sum(p.stat().st_size for p in ckpt.glob("*.safetensors")) / MiB
-    src = vendored_source()
     qexe = llama_quantize_binary(cache)
     runs = cache / f"run-{a.size}"
     shutil.rmtree(runs, ignore_errors=True)
@@ -155,9 +168,8 @@ def main(argv=None) -> int:
 
     bf16 = theirs_dir / "text-bf16.gguf"
     th_text, th_mm = theirs_dir / "text-Q4_K_M.gguf", theirs_dir / "mmproj-Q8_0.gguf"
-    conv = [PY, "-c", THEIRS, str(src), str(ckpt)]
     print("[bench] theirs: convert_hf_to_gguf.py --outtype bf16 …", file=sys.stderr)
-    r = measure(conv + ["--outtype", "bf16", "--outfile", str(bf16)], logs / "theirs-text.log")
+    r = llama_cpp_convert(ckpt, bf16, logs / "theirs-text.log", "bf16")
     rows.append({"who": "theirs", "step": "convert_hf_to_gguf.py --outtype bf16", **r, "out_mib": size_mib(bf16)})
     print("[bench] theirs: quantize …", file=sys.stderr)
     qcmd = [str(qexe), str(bf16), str(th_text), "Q4_K_M"] if qexe else [PY, "-c", QUANT_PY, str(bf16), str(th_text)]
@@ -166,7 +178,7 @@ def main(argv=None) -> int:
                  **r, "out_mib": size_mib(th_text)})
     bf16.unlink()
     print("[bench] theirs: convert_hf_to_gguf.py --mmproj …", file=sys.stderr)
-    r = measure(conv + ["--mmproj", "--outtype", "q8_0", "--outfile", str(th_mm)], logs / "theirs-mmproj.log")
+    r = llama_cpp_convert(ckpt, th_mm, logs / "theirs-mmproj.log", "q8_0", mmproj=True)
     rows.append({"who": "theirs", "step": "convert_hf_to_gguf.py --mmproj --outtype q8_0", **r,
                  "out_mib": size_mib(th_mm)})
 

@@ -25,7 +25,12 @@ from .hf_checkpoint import ModelSpec, SourceTensor, load_spec, open_tensors
 from .tensor_plan import (DIRECT_TYPES, FILE_TYPE_IDS, MMPROJ_QUANTS, TEXT_QUANTS, PlannedTensor,
                           plan_summary, source_shapes, text_plan, vision_plan)
 
-CONVERTER_VERSION = "1.0"
+# 1.1: token types as llama.cpp's converter, rope base from rope_scaling, general.sampling.*,
+# template from chat_template.json too: files from 1.0 are converted again.
+CONVERTER_VERSION = "1.1"
+# Files besides config.json and the weights whose content goes into the text GGUF.
+META_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+              "chat_template.json", "generation_config.json")
 DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 QUANT_SLAB_BYTES = 256 << 20
 # Intermediate file type for K-quants: the source's own precision, so nothing is lost before
@@ -161,10 +166,11 @@ def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quan
         sources = open_tensors(src)
         ignored = check_sources(spec, sources)
         tplan, vplan = text_plan(spec), vision_plan(spec)
+        text_meta = text_metadata(src, spec)   # tokenizer, template, family, sampling: checked before any output
     except (AttributeError, TypeError, KeyError, ValueError, IndexError) as e:
         # a config or index of the wrong shape (a list, a null section, a number as text...)
-        raise ConversionError(f"{src} is not a GLM-4.6V checkpoint this converter can read: its config.json or "
-                              f"safetensors index has an unexpected shape ({type(e).__name__}: {e})") from None
+        raise ConversionError(f"{src} is not a GLM-4.6V checkpoint this converter can read: its config.json, "
+                              f"tokenizer files or safetensors index have an unexpected shape ({type(e).__name__}: {e})") from None
     name = _safe_name(name or src.name)
     text_name, mmproj_name = output_names(name, quant, mmproj_quant)
     if out.exists() and not out.is_dir():
@@ -174,15 +180,16 @@ def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quan
     old = _read_manifest(manifest_path)
     result = ConvertResult(out / text_name, out / mmproj_name, manifest_path)
     src_dtype = next(iter(sources.values())).dtype
-    source = {"name": name, "config_sha256": spec.config_sha256, "weights": _weights_key(src), "dtype": src_dtype}
+    source = {"name": name, "config_sha256": spec.config_sha256, "weights": _weights_key(src), "dtype": src_dtype,
+              "meta_sha256": _meta_key(src)}
 
     def up_to_date(role: str, fname: str, q: str) -> bool:
         entry = (old.get("files") or {}).get(role) or {}
         p = out / fname
         return (not force and entry.get("file") == fname and entry.get("quant") == q
                 and old.get("converter_version") == CONVERTER_VERSION
-                and {k: old.get("source", {}).get(k) for k in ("config_sha256", "weights")}
-                == {k: source[k] for k in ("config_sha256", "weights")}
+                and {k: old.get("source", {}).get(k) for k in ("config_sha256", "weights", "meta_sha256")}
+                == {k: source[k] for k in ("config_sha256", "weights", "meta_sha256")}
                 and p.is_file() and p.stat().st_size == entry.get("bytes"))
 
     files: dict[str, dict] = {}
@@ -208,11 +215,11 @@ def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quan
             if old.get("files"):   # the old entry goes before its file is replaced
                 save_manifest()
             if quant in DIRECT_TYPES:
-                _write_file("text", result.text_path, tplan, sources, spec, quant, text_metadata(src, spec),
+                _write_file("text", result.text_path, tplan, sources, spec, quant, text_meta,
                             progress, permute_qk)
             else:
                 mid = INTERMEDIATE_FOR_SOURCE[src_dtype]
-                _write_file("text", intermediate, tplan, sources, spec, mid, text_metadata(src, spec),
+                _write_file("text", intermediate, tplan, sources, spec, mid, text_meta,
                             progress, permute_qk)
                 if progress:
                     print(f"quantizing {text_name} with llama.cpp ({quant})…", file=sys.stderr, flush=True)
@@ -243,7 +250,7 @@ def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quan
     fallbacks = _fallbacks(files["text"].get("types") or _tensor_types(result.text_path), quant)
     save_manifest()
     result.report = {"seconds": round(time.monotonic() - t0, 2), "ignored_tensors": ignored,
-                     "fallbacks": fallbacks}
+                     "fallbacks": fallbacks, **getattr(text_meta, "summary", {})}
     return result
 
 
@@ -275,6 +282,16 @@ def _weights_key(src: Path) -> str:
     for p in sorted(src.glob("*.safetensors")):
         st = p.stat()
         h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _meta_key(src: Path) -> str:
+    """Content hash of the tokenizer, template and generation files: a new template or sampling
+    default must not count as already converted."""
+    h = hashlib.sha256()
+    for name in META_FILES:
+        p = src / name
+        h.update(name.encode() + b"\0" + (p.read_bytes() if p.is_file() else b"-") + b"\n")
     return h.hexdigest()[:16]
 
 

@@ -5,7 +5,6 @@ tensors are read from the shards row-range by row-range, transformed, encoded an
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable, Iterator
@@ -16,15 +15,10 @@ import numpy as np
 from .errors import ConversionError
 from .hf_checkpoint import ModelSpec, SourceTensor, iter_rows
 from .tensor_plan import FILE_TYPE_IDS, PlannedTensor
+from .tokenizer_meta import chat_template, check_family, sampling_defaults, vocab_table
 
 Q = gguf.GGMLQuantizationType
 CHUNK_BYTES = 64 << 20
-
-# GLM special tokens llama.cpp needs by role (GLM's own converter sets the same ids).
-SPECIAL_TOKEN_ROLES: dict[str, str] = {
-    "bos": "<|endoftext|>", "eos": "<|endoftext|>", "unk": "<|endoftext|>",
-    "pad": "<|endoftext|>", "eot": "<|user|>",
-}
 
 
 class _StreamingWriter(gguf.GGUFWriter):
@@ -133,56 +127,16 @@ def _counted(chunks: Iterator[bytes], progress: Callable[[int], None] | None) ->
 
 # --- metadata -------------------------------------------------------------------------------
 
-def _read_tokenizer(src: Path) -> tuple[dict, dict]:
-    tj = src / "tokenizer.json"
-    if not tj.is_file():
-        raise ConversionError(f"tokenizer.json not found in {src}: the GGUF needs the tokenizer")
-    tokenizer = json.loads(tj.read_text(encoding="utf-8"))
-    cfg_path = src / "tokenizer_config.json"
-    tcfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-    return tokenizer, tcfg
-
-
-def vocab_table(src: Path, vocab_size: int) -> tuple[list[str], list[int], dict[str, int]]:
-    """Tokens, token types and special ids, padded to the model's vocab_size like GLM's own."""
-    tokenizer, _ = _read_tokenizer(src)
-    model = tokenizer.get("model", {})
-    if model.get("type") != "BPE":
-        raise ConversionError(f"tokenizer.json model type {model.get('type')!r} is not BPE (GLM uses byte-level BPE)")
-    by_id: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL) for t, i in model["vocab"].items()}
-    added: dict[str, int] = {}
-    for a in tokenizer.get("added_tokens", []):
-        by_id[a["id"]] = (a["content"], gguf.TokenType.CONTROL if a.get("special") else gguf.TokenType.USER_DEFINED)
-        added[a["content"]] = a["id"]
-    if max(by_id) >= vocab_size:
-        raise ConversionError(f"tokenizer has id {max(by_id)} but the model's vocab_size is {vocab_size}")
-    tokens, types = [], []
-    for i in range(vocab_size):
-        tok, typ = by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED))
-        tokens.append(tok)
-        types.append(int(typ))
-    missing = sorted({t for t in SPECIAL_TOKEN_ROLES.values() if t not in added})
-    if missing:
-        raise ConversionError(f"tokenizer lacks GLM special token(s) {missing}")
-    return tokens, types, {role: added[t] for role, t in SPECIAL_TOKEN_ROLES.items()}
-
-
-def chat_template(src: Path) -> str | None:
-    jinja = src / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    _, tcfg = _read_tokenizer(src)
-    tmpl = tcfg.get("chat_template")
-    return tmpl if isinstance(tmpl, str) else None
-
-
 def text_metadata(src: Path, spec: ModelSpec) -> Callable[[gguf.GGUFWriter], None]:
+    """Everything in the text GGUF besides tensors; checks run now, before any file is written."""
     t = spec.text
     tokens, types, special = vocab_table(src, t.vocab_size)
     sv = gguf.SpecialVocab(src, load_merges=True, n_vocab=len(tokens))
     if not sv.merges:
         raise ConversionError("tokenizer.json has no BPE merges")
-    template = chat_template(src)
+    template, template_file = chat_template(src)
+    check_family(src, template, template_file)
+    sampling = sampling_defaults(src)
 
     def add(w: gguf.GGUFWriter) -> None:
         w.add_name(spec.name)
@@ -209,8 +163,11 @@ def text_metadata(src: Path, spec: ModelSpec) -> Callable[[gguf.GGUFWriter], Non
         w.add_pad_token_id(special["pad"])
         w.add_eot_token_id(special["eot"])
         w.add_add_bos_token(False)
-        if template:
-            w.add_chat_template(template)
+        w.add_chat_template(template)
+        sampling.add_to(w)
+    # what glmv convert reports about the prompt format it carried over
+    add.summary = {"chat_template": template_file, "sampling_defaults": sampling.values or "greedy",  # type: ignore[attr-defined]
+                   "sampling_source": sampling.source}
     return add
 
 
@@ -232,6 +189,9 @@ def mmproj_metadata(spec: ModelSpec) -> Callable[[gguf.GGUFWriter], None]:
         w.add_vision_image_mean(list(spec.image_mean))
         w.add_vision_image_std(list(spec.image_std))
         w.add_vision_spatial_merge_size(v.spatial_merge_size)
+        if spec.image_pixels:   # the processor's photo-size limits (one frame); llama.cpp's glm4v graph ignores them
+            w.add_uint32("clip.vision.image_min_pixels", spec.image_pixels[0])
+            w.add_uint32("clip.vision.image_max_pixels", spec.image_pixels[1])
         if v.hidden_act == "silu":
             w.add_vision_use_silu(True)
         elif v.hidden_act == "gelu":

@@ -1,8 +1,11 @@
 """Read a Hugging Face GLM-4.6V checkpoint: normalized hyper-parameters and streamed tensors.
 
-Accepts both config dialects (transformers 4.x: ``rope_theta``/``partial_rotary_factor``/
-``rope_scaling`` at the top of ``text_config``; 5.x: ``rope_parameters``) and both tensor-name
-layouts (``model.language_model.*``/``model.visual.*`` and the older ``model.*``/``visual.*``).
+Accepts the three places a config puts the rope parameters (transformers 5.x ``rope_parameters``;
+the official Megatron->HF exporter's ``rope_scaling`` holding ``rope_theta``; transformers 4.x
+top-level ``rope_theta``/``partial_rotary_factor`` beside ``rope_scaling``), the architecture
+names ``Glm4vForConditionalGeneration`` and ``Glm46VForConditionalGeneration`` (model types
+``glm4v``/``glm46v``), and both tensor-name layouts (``model.language_model.*``/``model.visual.*``
+and the older ``model.*``/``visual.*``). A rope base found nowhere is an error, never a default.
 Tensor data is read in bounded chunks straight from the shard files, never whole shards.
 """
 from __future__ import annotations
@@ -20,7 +23,20 @@ from gguf.utility import SafetensorsLocal
 
 from .errors import ConversionError
 
-SUPPORTED_ARCHITECTURES = ("Glm4vForConditionalGeneration",)
+# transformers 5 defines Glm46V* (model_type glm46v) for the same network as Glm4v*; the release's
+# config.json names Glm4vForConditionalGeneration. GLM-4.1V-9B-Thinking shares the architecture
+# but not the prompt format: convert/tokenizer_meta.py refuses it by its template.
+SUPPORTED_ARCHITECTURES = ("Glm4vForConditionalGeneration", "Glm46VForConditionalGeneration")
+SUPPORTED_MODEL_TYPES = ("glm4v", "glm46v")
+
+# Where text_config may hold each rope hyper-parameter, in the order they are looked up. Two
+# places giving different values is an error: a file whose base is ambiguous must not convert.
+ROPE_LOCATIONS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "rope_theta": (("rope_parameters", "rope_theta"), ("rope_scaling", "rope_theta"), ("rope_theta",)),
+    "partial_rotary_factor": (("rope_parameters", "partial_rotary_factor"),
+                              ("rope_scaling", "partial_rotary_factor"), ("partial_rotary_factor",)),
+    "mrope_section": (("rope_parameters", "mrope_section"), ("rope_scaling", "mrope_section")),
+}
 
 # safetensors dtype -> (numpy storage dtype, bytes per element)
 SAFETENSORS_DTYPES: dict[str, tuple[np.dtype, int]] = {
@@ -90,6 +106,8 @@ class ModelSpec:
     image_std: tuple[float, ...]
     config_sha256: str
     name: str
+    image_pixels: tuple[int, int] | None = None   # (min, max) pixels of one photo; see image_pixel_limits
+
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -101,21 +119,47 @@ def _read_json(path: Path, what: str) -> dict:
         raise ConversionError(f"{path} is not valid JSON ({e})") from None
 
 
-def _text_hparams(tc: dict) -> TextHParams:
-    rope = tc.get("rope_parameters") or {}
-    scaling = tc.get("rope_scaling") or {}
-    theta = rope.get("rope_theta", tc.get("rope_theta", 10000.0))
-    prf = rope.get("partial_rotary_factor", tc.get("partial_rotary_factor", 0.5))
-    section = rope.get("mrope_section", scaling.get("mrope_section"))
+def _rope_value(tc: dict, key: str, where: str):
+    """The value of rope hyper-parameter ``key`` from the first place that has it (None if none)."""
+    found: list[tuple[str, object]] = []
+    for path in ROPE_LOCATIONS[key]:
+        node = tc
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            found.append(("text_config." + ".".join(path), node))
+    if len({json.dumps(v, sort_keys=True) for _, v in found}) > 1:
+        raise ConversionError(f"{where}: {key} is given twice with different values ("
+                              + ", ".join(f"{p} = {v}" for p, v in found) + "): refusing to guess which one the "
+                              "model was trained with — fix the config so they agree")
+    return found[0][1] if found else None
+
+
+def _looked_for(key: str) -> str:
+    return ", ".join("text_config." + ".".join(p) for p in ROPE_LOCATIONS[key])
+
+
+def _text_hparams(tc: dict, where: str = "config.json") -> TextHParams:
+    theta = _rope_value(tc, "rope_theta", where)
+    if theta is None:
+        raise ConversionError(f"{where}: no rope base (looked for {_looked_for('rope_theta')}): refusing to guess "
+                              "one — a wrong base converts fine and computes wrong positions. Use the config.json "
+                              "that came with the weights")
+    prf = _rope_value(tc, "partial_rotary_factor", where)
+    section = _rope_value(tc, "mrope_section", where)
     if not section:
-        raise ConversionError("text_config has no mrope_section (rope_parameters or rope_scaling): "
+        raise ConversionError(f"{where}: text_config has no mrope_section (looked for {_looked_for('mrope_section')}): "
                               "not a GLM-4.xV vision-language checkpoint")
     heads = tc["num_attention_heads"]
+    head_dim = tc.get("head_dim") or tc["hidden_size"] // heads
+    if prf is None:
+        # absent, transformers 5 rotates whole heads (factor 1.0) while llama.cpp's converter assumes
+        # 0.5: the one unambiguous source is mrope_section, which must cover exactly the rotary dims
+        prf = 2 * sum(int(s) for s in section) / head_dim
     return TextHParams(
         vocab_size=tc["vocab_size"], hidden_size=tc["hidden_size"],
         intermediate_size=tc["intermediate_size"], num_layers=tc["num_hidden_layers"],
-        num_heads=heads, num_kv_heads=tc.get("num_key_value_heads") or heads,
-        head_dim=tc.get("head_dim") or tc["hidden_size"] // heads,
+        num_heads=heads, num_kv_heads=tc.get("num_key_value_heads") or heads, head_dim=head_dim,
         rope_theta=float(theta), partial_rotary_factor=float(prf),
         mrope_section=tuple(int(s) for s in section), rms_norm_eps=float(tc.get("rms_norm_eps", 1e-5)),
         max_position_embeddings=int(tc.get("max_position_embeddings", 131072)),
@@ -132,19 +176,23 @@ def _vision_hparams(vc: dict) -> VisionHParams:
     )
 
 
-def spec_from_config(config: dict, preprocessor: dict | None = None, name: str = "model") -> ModelSpec:
-    """Normalize a config.json dict (either dialect) into a ModelSpec; no files needed."""
+def spec_from_config(config: dict, preprocessor: dict | None = None, name: str = "model",
+                     where: str = "config.json") -> ModelSpec:
+    """Normalize a config.json dict (any dialect) into a ModelSpec; no files needed. ``where``
+    names the file in error messages."""
     archs = config.get("architectures") or []
-    if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
+    known = (any(a in SUPPORTED_ARCHITECTURES for a in archs) if archs
+             else config.get("model_type") in SUPPORTED_MODEL_TYPES)
+    if not known:
         raise ConversionError(
-            f"unsupported architecture {archs or config.get('model_type')!r}: this converter handles "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)} (GLM-4.6V-Flash / GLM-4.1V)")
+            f"{where}: unsupported architecture {archs or config.get('model_type')!r}: this converter handles "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} (GLM-4.6V-Flash)")
     if "text_config" not in config or "vision_config" not in config:
-        raise ConversionError("config.json lacks text_config or vision_config")
+        raise ConversionError(f"{where} lacks text_config or vision_config")
     try:
-        text, vision = _text_hparams(config["text_config"]), _vision_hparams(config["vision_config"])
+        text, vision = _text_hparams(config["text_config"], where), _vision_hparams(config["vision_config"])
     except KeyError as e:
-        raise ConversionError(f"config.json is missing the field {e.args[0]!r}") from None
+        raise ConversionError(f"{where} is missing the field {e.args[0]!r}") from None
     if text.rope_dim % 2 or sum(text.mrope_section) * 2 != text.rope_dim:
         raise ConversionError(f"mrope_section {list(text.mrope_section)} does not cover the "
                               f"{text.rope_dim} rotary dimensions (sum×2 must equal them)")
@@ -156,8 +204,25 @@ def spec_from_config(config: dict, preprocessor: dict | None = None, name: str =
         text=text, vision=vision,
         image_mean=tuple(pp.get("image_mean", (0.48145466, 0.4578275, 0.40821073))),
         image_std=tuple(pp.get("image_std", (0.26862954, 0.26130258, 0.27577711))),
-        config_sha256=hashlib.sha256(blob).hexdigest(), name=name,
+        config_sha256=hashlib.sha256(blob).hexdigest(), name=name, image_pixels=image_pixel_limits(pp),
     )
+
+
+def image_pixel_limits(pp: dict) -> tuple[int, int] | None:
+    """(min, max) pixels of one photo from preprocessor_config.json (None when it gives none).
+
+    transformers' processor reads ``size.shortest_edge``/``size.longest_edge`` (older files:
+    ``min_pixels``/``max_pixels``) as pixels over a temporal patch of frames (2 for GLM-4.6V), so
+    one photo gets half; llama.cpp stores such limits per frame, and so does the mmproj here."""
+    size = pp.get("size") if isinstance(pp.get("size"), dict) else {}
+    lo, hi = size.get("shortest_edge", pp.get("min_pixels")), size.get("longest_edge", pp.get("max_pixels"))
+    if lo is None and hi is None:
+        return None
+    t = pp.get("temporal_patch_size", 2)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (lo, hi, t)) or lo > hi:
+        raise ConversionError(f"preprocessor_config.json: image size limits {lo!r}..{hi!r} (temporal_patch_size "
+                              f"{t!r}) are not positive whole pixel counts, min <= max")
+    return lo // t, hi // t
 
 
 def load_spec(src: Path) -> ModelSpec:
@@ -167,7 +232,7 @@ def load_spec(src: Path) -> ModelSpec:
     config = _read_json(src / "config.json", "config.json")
     pp_path = src / "preprocessor_config.json"
     pp = _read_json(pp_path, "preprocessor_config.json") if pp_path.exists() else None
-    return spec_from_config(config, pp, name=src.name)
+    return spec_from_config(config, pp, name=src.name, where=str(src / "config.json"))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,11 @@ small byte-level BPE tokenizer (GLM-4 pre-tokenizer, GLM special tokens) and a
 GLM-4.6V style chat template.  Only the stdlib and numpy are used, so this can
 ship with the product.
 
-    python -m convert.synth OUT_DIR --size tiny|medium|full --seed 0 --dialect v5|v4
+    python -m convert.synth OUT_DIR --size tiny|medium|full --seed 0 --dialect v5|v4|release
+
+``--dialect release`` follows the real download's formats rather than ours (the exporter's config
+dialect, unflagged box/think tokens, the GLM-4.6V family template, the model card's sampling
+defaults): see convert/synth_release.py.
 """
 from __future__ import annotations
 
@@ -226,14 +230,16 @@ CHAT_TEMPLATE = r"""[gMASK]<sop>
 {%- endif -%}"""
 
 
-def build_tokenizer_files(out_dir: Path, bpe: Bpe | None = None) -> dict:
+def build_tokenizer_files(out_dir: Path, bpe: Bpe | None = None, not_special=_NOT_SPECIAL,
+                          template: str = CHAT_TEMPLATE) -> dict:
     """Write tokenizer.json & co. into out_dir; returns the ids others need. ``bpe``: another
-    vocabulary (e.g. a task tokenizer) with the same special tokens and chat template."""
+    vocabulary (e.g. a task tokenizer) with the same special tokens; ``not_special``: the added
+    tokens left unflagged; ``template``: the chat_template.jinja text."""
     out_dir = Path(out_dir)
     vocab, merges = bpe or _train_bpe()
     ids = _special_ids(bpe)
     added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": t not in _NOT_SPECIAL} for t, i in ids.items()]
+              "normalized": False, "special": t not in not_special} for t, i in ids.items()]
     tokenizer = {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
         "normalizer": None,
@@ -247,7 +253,7 @@ def build_tokenizer_files(out_dir: Path, bpe: Bpe | None = None) -> dict:
                   "ignore_merges": False, "vocab": {t: i for i, t in enumerate(vocab)},
                   "merges": [list(m) for m in merges]},
     }
-    specials = [t for t in SPECIAL_TOKENS if t not in _NOT_SPECIAL]
+    specials = [t for t in SPECIAL_TOKENS if t not in not_special]
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
         "pad_token": "<|endoftext|>", "clean_up_tokenization_spaces": False, "do_lower_case": False,
@@ -259,7 +265,7 @@ def build_tokenizer_files(out_dir: Path, bpe: Bpe | None = None) -> dict:
     _write_json(out_dir / "tokenizer.json", tokenizer)
     _write_json(out_dir / "tokenizer_config.json", config)
     _write_json(out_dir / "special_tokens_map.json", smap)
-    _write_bytes(out_dir / "chat_template.jinja", CHAT_TEMPLATE.encode())
+    _write_bytes(out_dir / "chat_template.jinja", template.encode())
     return {"vocab_size_used": len(vocab) + len(SPECIAL_TOKENS), "special_ids": ids}
 
 
@@ -288,7 +294,7 @@ SIZES: dict[str, SynthSpec] = {
     "medium": SynthSpec(1024, 4, 8, 2, 2816, (8, 12, 12), 24, 1536, 12, 336, 1024, 2816, default_shards=3),
     "full": SynthSpec(4096, 40, 32, 2, 13696, (8, 12, 12), 24, 1536, 12, 336, 4096, 13696, vocab_size=151552),
 }
-DIALECTS = ("v5", "v4")
+DIALECTS = ("v5", "v4", "release")
 ROPE_THETA, PARTIAL_ROTARY = 500000.0, 0.5
 PATCH, TEMPORAL_PATCH, MERGE = 14, 2, 2
 STAMP = ".synth-complete.json"
@@ -368,6 +374,9 @@ def tensor_table(spec: SynthSpec) -> list[tuple[str, tuple[int, ...], str]]:
 
 
 def build_config(spec: SynthSpec, dialect: str, bpe: Bpe | None = None) -> dict:
+    if dialect == "release":
+        from .synth_release import release_config
+        return release_config(build_config(spec, "v5", bpe), ROPE_THETA, PARTIAL_ROTARY, list(spec.mrope_section))
     ids = _special_ids(bpe)
     head = spec.hidden_size // spec.num_attention_heads
     assert sum(spec.mrope_section) * 2 == int(head * PARTIAL_ROTARY), "mrope_section must cover rotary_dim/2"
@@ -562,11 +571,16 @@ def _build(part: Path, spec, dialect: str, table, total: int, n: int, seed: int,
     config = build_config(spec, dialect)
     _write_json(part / "config.json", config)
     eos = config["text_config"]["eos_token_id"]
-    _write_json(part / "generation_config.json", {
-        "_from_model_config": True, "eos_token_id": eos, "pad_token_id": eos[0],
-        "do_sample": False, "transformers_version": config["transformers_version"]})
+    if dialect == "release":
+        from . import synth_release as rel
+        _write_json(part / "generation_config.json", rel.release_generation_config(eos))
+        build_tokenizer_files(part, not_special=rel.RELEASE_NOT_SPECIAL, template=rel.RELEASE_CHAT_TEMPLATE)
+    else:
+        _write_json(part / "generation_config.json", {
+            "_from_model_config": True, "eos_token_id": eos, "pad_token_id": eos[0],
+            "do_sample": False, "transformers_version": config["transformers_version"]})
+        build_tokenizer_files(part)
     _write_json(part / "preprocessor_config.json", PREPROCESSOR_CONFIG)
-    build_tokenizer_files(part)
 
     shards = _split_shards(table, n)
     names = [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))]

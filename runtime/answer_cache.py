@@ -1,7 +1,7 @@
-"""Cache of greedy answers in the data directory.
+"""Cache of answers in the data directory.
 
-With greedy decoding an answer is a pure function of (photo, question history, model file,
-settings), so a repeat is returned at once, marked as cached. Bounded by entry count; the
+Sampling is always seeded, so an answer is a pure function of (photo, question history, model
+file, every sampling setting and budget): a repeat is returned at once, marked as cached. Bounded by entry count; the
 oldest entries go first. Entries are written atomically.
 """
 from __future__ import annotations

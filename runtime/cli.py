@@ -34,6 +34,20 @@ from pathlib import Path
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INPUT, EXIT_RESOURCES = 0, 1, 2, 3, 4
 
 
+class UsageError(ValueError):
+    """A command-line value out of range; exit 2 with the message."""
+
+
+def _check_sampling_args(a) -> None:
+    """Sampling overrides and budgets are checked before the model loads (minutes on a laptop)."""
+    if not hasattr(a, "greedy"):
+        return
+    from runtime.sampling import SamplingOptions
+    _sampling(a, type("NoModel", (), {"sampling": SamplingOptions()}))
+    if getattr(a, "think_budget", 0) < 0:
+        raise UsageError(f"--think-budget must be 0 or more, not {a.think_budget}")
+
+
 def _err(msg: str) -> None:
     print(f"glmv: error: {msg}", file=sys.stderr)
 
@@ -61,6 +75,13 @@ def cmd_convert(a) -> int:
             print(f"note: {len(r.report['fallbacks'])} tensor(s) have rows that are not a multiple of 256 and "
                   f"were stored by llama.cpp in another type: "
                   + ", ".join(f"{n}={t}" for n, t in list(r.report["fallbacks"].items())[:6]))
+        if r.report.get("chat_template"):
+            print(f"chat template: from {r.report['chat_template']}")
+        sd, src = r.report.get("sampling_defaults"), r.report.get("sampling_source")
+        if isinstance(sd, dict):
+            sd = ", ".join(f"{k.rsplit('.', 1)[-1]} {v:g}" for k, v in sd.items())
+        if sd:
+            print(f"sampling defaults: {sd}" + (f" ({src})" if src else ""))
         print(f"done in {r.report['seconds']:.1f}s")
     return EXIT_OK
 
@@ -124,9 +145,17 @@ def _engine(a, text: Path, mmproj: Path):
                                               progress=getattr(a, "progress", None)))
 
 
-def _sampling(a):
-    from runtime.sampling import SamplingOptions
-    return SamplingOptions(temperature=a.temperature, top_p=a.top_p, seed=a.seed)
+_FLAG_NAMES = {"temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k",
+               "repeat_penalty": "--repeat-penalty", "seed": "--seed"}
+
+
+def _sampling(a, eng, **extra):
+    """The model's own sampling settings with what the command line overrides (--greedy etc.)."""
+    try:
+        return eng.sampling.with_(names=_FLAG_NAMES, greedy=a.greedy, temperature=a.temperature, top_p=a.top_p,
+                                  top_k=a.top_k, repeat_penalty=a.repeat_penalty, seed=a.seed, **extra)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 class _Cancel:
@@ -142,8 +171,10 @@ class _Cancel:
 def _stream(session, question: str, a, cancel: _Cancel | None = None) -> dict:
     answer, reasoning, last = [], [], None
     shown_reasoning = False
-    for s in session.ask(question, max_tokens=a.max_tokens, sampling=_sampling(a),
-                         cancelled=cancel or (lambda: False), use_cache=not a.no_cache):
+    sampling = _sampling(a, session.engine)
+    for s in session.ask(question, max_tokens=a.max_tokens, sampling=sampling,
+                         cancelled=cancel or (lambda: False), use_cache=not a.no_cache,
+                         reasoning_budget=getattr(a, "think_budget", 0)):
         (reasoning if s.kind == "reasoning" else answer).append(s.text)
         last = s
         if not a.json and s.text:
@@ -159,7 +190,8 @@ def _stream(session, question: str, a, cancel: _Cancel | None = None) -> dict:
               "cached": last.cached, "prompt_tokens": last.prompt_tokens,
               "completion_tokens": last.completion_tokens, "image_encodes": session.image_encodes,
               "image_encode_ms": round(t.image_encode_ms, 1), "prefill_ms": round(t.prefill_ms, 1),
-              "ttft_ms": round(t.ttft_ms, 1), "decode_tps": round(t.decode_tps, 1)}
+              "ttft_ms": round(t.ttft_ms, 1), "decode_tps": round(t.decode_tps, 1),
+              "reasoning_capped": last.reasoning_capped, "sampling": sampling.describe()}
     if a.json:
         print(json.dumps(result, ensure_ascii=False), flush=True)
     else:
@@ -167,7 +199,9 @@ def _stream(session, question: str, a, cancel: _Cancel | None = None) -> dict:
         note = "cached answer" if last.cached else (
             f"image encode {t.image_encode_ms:.0f} ms · prefill {t.prefill_ms:.0f} ms · first token "
             f"{t.ttft_ms:.0f} ms · {last.completion_tokens} tokens at {t.decode_tps:.1f} tok/s")
-        print(f"[{last.prompt_tokens} prompt tokens · {note} · stop: {last.finish_reason}]", file=sys.stderr)
+        capped = " · reasoning reached --think-budget and was closed" if last.reasoning_capped else ""
+        print(f"[{last.prompt_tokens} prompt tokens · {note} · {sampling.describe()} · stop: "
+              f"{last.finish_reason}{capped}]", file=sys.stderr)
     return result
 
 
@@ -268,9 +302,8 @@ def cmd_read_plate(a) -> int:
     log = data_dir(a.data_dir) / "readings.jsonl"
     quant = manifest_quant(text)
     many = len(a.photos) > 1
-    sampling = SamplingOptions(temperature=a.temperature, top_p=a.top_p, seed=a.seed,
-                               json_schema=json.dumps(plate.SCHEMA))
     try:
+        sampling = _sampling(a, eng, json_schema=json.dumps(plate.SCHEMA))
         for k, p in enumerate(a.photos):
             path = Path(p)
             r, _ = read_plate_photo(eng, path, images.load(path, pixel_budget=budget), sampling=sampling,
@@ -416,6 +449,12 @@ def cmd_serve(a) -> int:
     from runtime.launcher import display_available, no_display_notice
     from runtime.paths import data_dir
     from runtime.server_socket import BindError, announce
+    if a.pixel_budget is not None:   # every photo would get a 400 otherwise: say it once, now
+        from runtime.images import ImageError, check_budget
+        try:
+            check_budget(a.pixel_budget)
+        except ImageError as e:
+            raise UsageError(f"--pixel-budget: {e}") from None
     try:
         ann = announce(a.host, a.port, a.token)
     except BindError as e:
@@ -452,7 +491,7 @@ def _port(text: str) -> int:
 def _pixel_budget_arg(q: argparse.ArgumentParser) -> None:
     q.add_argument("--pixel-budget", type=int, default=None,
                    help="max pixels sent to the vision tower (default: the model's manifest, else 802816 ≈ "
-                        "1024 image tokens)")
+                        "1024 image tokens; at most the model's own maximum, 4816896 ≈ 6144 tokens for GLM-4.6V)")
 
 
 def _engine_args(q: argparse.ArgumentParser) -> None:
@@ -460,19 +499,29 @@ def _engine_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default 8192)")
     q.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
     _pixel_budget_arg(q)
-    q.add_argument("--no-cache", action="store_true", help="do not reuse or store cached greedy answers")
+    q.add_argument("--no-cache", action="store_true", help="do not reuse or store cached answers")
     q.add_argument("--verify", action="store_true", help="check sha256 against manifest.json first")
     q.add_argument("--data-dir", help="logs, caches, demo model (default: $GLMV_DATA_DIR or the user data folder)")
 
 
 def _generation_args(q: argparse.ArgumentParser, *, think: bool = True, json_out: bool = True) -> None:
+    from runtime.sampling import DEFAULT_REASONING_BUDGET
     _engine_args(q)
-    q.add_argument("--max-tokens", type=int, default=256)
+    q.add_argument("--max-tokens", type=int, default=256, help="answer length limit in tokens (default 256; "
+                                                                "reasoning has its own --think-budget)")
     if think:
         q.add_argument("--think", action="store_true", help="let the model reason before answering (slower)")
-    q.add_argument("--temperature", type=float, default=0.0, help="0 = greedy, reproducible (default)")
-    q.add_argument("--top-p", type=float, default=1.0)
-    q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--think-budget", type=int, default=DEFAULT_REASONING_BUDGET,
+                       help=f"reasoning length limit in tokens (default {DEFAULT_REASONING_BUDGET}); at the limit the "
+                            "reasoning is closed and the answer still comes")
+    # sampling: the model's own settings (from its generation_config.json) unless overridden
+    q.add_argument("--greedy", action="store_true",
+                   help="always take the likeliest token (temperature 0; the repeat penalty still applies)")
+    q.add_argument("--temperature", type=float, help="default: the model's own (0 = greedy)")
+    q.add_argument("--top-p", type=float, help="default: the model's own (1 = off)")
+    q.add_argument("--top-k", type=int, help="default: the model's own (0 = off)")
+    q.add_argument("--repeat-penalty", type=float, help="transformers' repetition_penalty; default: the model's own")
+    q.add_argument("--seed", type=int, help="sampling seed (default 0: the same question gives the same answer)")
     if json_out:
         q.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per answer)")
 
@@ -486,7 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out")
     s.add_argument("--size", choices=("tiny", "medium", "full"), default="tiny")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--dialect", choices=("v5", "v4"), default="v5", help="config.json style (transformers 5.x / 4.x)")
+    s.add_argument("--dialect", choices=("v5", "v4", "release"), default="v5",
+                   help="config.json style (transformers 5.x / 4.x / the real release's formats)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=cmd_synth)
 
@@ -546,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default 8192)")
     sv.add_argument("--max-tokens", type=int, default=1024, help="answer length limit for the UI (default 1024)")
     sv.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
-    sv.add_argument("--no-cache", action="store_true", help="do not reuse or store cached greedy answers")
+    sv.add_argument("--no-cache", action="store_true", help="do not reuse or store cached answers")
     sv.add_argument("--verify", action="store_true", help="check sha256 against manifest.json first")
     _pixel_budget_arg(sv)
     sv.set_defaults(fn=cmd_serve)
@@ -591,7 +641,11 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.model_files import ModelFileError
     from runtime.session import ContextFullError
     try:
+        _check_sampling_args(a)
         return a.fn(a)
+    except UsageError as e:
+        _err(str(e))
+        return EXIT_USAGE
     except ConversionError as e:
         _err(str(e))
         return EXIT_RESOURCES if "disk full" in str(e) else EXIT_INPUT

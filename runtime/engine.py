@@ -13,7 +13,7 @@ from .generate import Step
 from .images import PreparedImage
 from .llama_model import LlamaPair
 from .model_files import check_pair, verify_checksums
-from .sampling import SamplingOptions
+from .sampling import SamplingOptions, model_defaults
 from .session import Session
 
 DEFAULT_CTX = 8192  # GLM-4.6V's KV cache is small (2 KV heads): 8k tokens ≈ 320 MiB in f16
@@ -47,6 +47,8 @@ class Engine:
                               f32_kv=self.options.f32_kv, progress=self.options.progress)
         self.load_ms = 1000 * (time.perf_counter() - t0)
         self.template = self.text_info.get("tokenizer.chat_template") or ""
+        # the model authors' sampling settings (general.sampling.*); greedy for a file without them
+        self.sampling = model_defaults(self.text_info.kv)
         st_t, st_m = self.text_path.stat(), self.mmproj_path.stat()
         self.model_id = [self.text_path.name, st_t.st_size, int(st_t.st_mtime), self.mmproj_path.name,
                          st_m.st_size, int(st_m.st_mtime)]
@@ -72,7 +74,7 @@ class Engine:
         return Session(self, image, enable_thinking=enable_thinking)
 
     def ask(self, image: PreparedImage | None, question: str, *, max_tokens: int = 256,
-            enable_thinking: bool = False, sampling: SamplingOptions = SamplingOptions(),
+            enable_thinking: bool = False, sampling: SamplingOptions | None = None,
             use_cache: bool = True) -> Iterator[Step]:
         """One question about one photo (a one-turn session)."""
         yield from self.session(image, enable_thinking=enable_thinking).ask(

@@ -5,15 +5,19 @@ id, running counts and timings; the last one has ``finish_reason`` set.
 """
 from __future__ import annotations
 
+import codecs
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .llama_model import LlamaPair
-from .sampling import Sampler
+from .sampling import DEFAULT_REASONING_BUDGET, Sampler
 
 # Stop on token *ids*: ``<|observation|>`` decodes to an empty string, so a stop string never fires.
 STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
+# Markup the answer never shows, whatever type the GGUF gives these tokens: the release does not
+# flag the box markers special, so a file may type them USER_DEFINED, which prints as text.
+HIDDEN_TOKENS = ("<|begin_of_box|>", "<|end_of_box|>")
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Step:
     timings: Timings = field(default_factory=Timings)
     finish_reason: str | None = None   # stop | length | context | cancelled
     cached: bool = False
+    reasoning_capped: bool = False     # the reasoning reached its budget and was closed for it
 
 
 def stop_ids(pair: LlamaPair) -> set[int]:
@@ -48,25 +53,33 @@ def stop_ids(pair: LlamaPair) -> set[int]:
 def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens: int, prompt_tokens: int,
                   timings: Timings, thinking: bool = False, cancelled: Callable[[], bool] = lambda: False,
                   on_token: Callable[[int], None] = lambda t: None, t_start: float | None = None,
-                  n_cells_extra: int = 0) -> Iterator[Step]:
+                  n_cells_extra: int = 0, reasoning_budget: int = DEFAULT_REASONING_BUDGET,
+                  max_total: int | None = None) -> Iterator[Step]:
     """Sample from the context's current logits onward.
+
+    Budgets are apart: ``max_tokens`` counts the answer, ``reasoning_budget`` the reasoning
+    (with ``thinking``), ``max_total`` (optional) both together. Reasoning that reaches its
+    budget is closed by feeding ``</think>`` (as the model would write it), so the answer still
+    comes; the last step then says ``reasoning_capped``.
 
     ``n_cells_extra`` is how many more KV cells than positions the context already uses (an image).
     Pieces are whole UTF-8 characters. With ``thinking`` the model first writes
-    ``<think>…</think>``: that part is yielded as kind "reasoning". Control tokens (the
-    ``<|begin_of_box|>``/``<|end_of_box|>`` markers among them) decode to nothing, so they never
-    reach the answer text.
+    ``<think>…</think>``: that part is yielded as kind "reasoning". Control tokens decode to
+    nothing, and the ``<|begin_of_box|>``/``<|end_of_box|>`` markers are dropped by id whatever
+    their type, so they never reach the answer text.
     """
     stops = stop_ids(pair)
+    hidden = {t for t in (pair.token_id(s) for s in HIDDEN_TOKENS) if t is not None}
     think_open, think_close = pair.token_id("<think>"), pair.token_id("</think>")
     mode = "expect" if thinking else "answer"
     at_answer_start = True
     pending = b""
-    n = 0
+    n = n_reasoning = 0
+    capped = False
     t_start = time.perf_counter() if t_start is None else t_start
     t_first = None
     reason = "length"
-    while n < max_tokens:
+    while (n - n_reasoning < max_tokens or mode == "reasoning") and (max_total is None or n < max_total):
         if cancelled():
             reason = "cancelled"
             break
@@ -74,10 +87,16 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
         if n_past + n_cells_extra + 1 > pair.n_ctx:
             reason = "context"
             break
-        tok = sampler.sample(pair.ctx)
+        if mode == "reasoning" and n_reasoning >= reasoning_budget and think_close is not None:
+            tok, capped = think_close, True   # the budget is spent: close the reasoning ourselves
+            sampler.accept(tok)
+        else:
+            tok = sampler.sample(pair.ctx)
         if tok in stops or pair.ll.llama_vocab_is_eog(pair.vocab, tok):
             reason = "stop"
             break
+        if mode == "reasoning" or (tok == think_open and thinking):   # <think>…</think> is reasoning
+            n_reasoning += 1
         now = time.perf_counter()
         if t_first is None:
             t_first = now
@@ -96,6 +115,8 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
             if text:
                 yield Step(text, "reasoning", tok, prompt_tokens, n, timings)
             continue
+        if tok in hidden:
+            continue
         pending += pair.token_piece(tok)
         text, pending = _split_utf8(pending)
         if mode == "expect":
@@ -107,19 +128,18 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
             at_answer_start = not text
         if text:
             yield Step(text, "reasoning" if mode == "reasoning" else "answer", tok, prompt_tokens, n, timings)
-    tail = pending.decode(errors="replace")
+    # a cut answer may stop inside a character: drop its first bytes rather than show U+FFFD
+    tail = pending.decode(errors="replace") if reason == "stop" else ""
     yield Step(tail.lstrip() if at_answer_start else tail, "reasoning" if mode == "reasoning" else "answer",
-               None, prompt_tokens, n, timings, finish_reason=reason)
+               None, prompt_tokens, n, timings, finish_reason=reason, reasoning_capped=capped)
 
 
 def _split_utf8(buf: bytes) -> tuple[str, bytes]:
-    """Decode the complete UTF-8 prefix of ``buf``; keep a trailing partial character."""
-    for cut in range(len(buf), max(-1, len(buf) - 4), -1):
-        try:
-            return buf[:cut].decode(), buf[cut:]
-        except UnicodeDecodeError:
-            continue
-    return buf.decode(errors="replace"), b""
+    """Decode ``buf`` up to a trailing partial character, which is returned to wait for its
+    next bytes; invalid bytes become U+FFFD (a partial character after them still waits)."""
+    dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text = dec.decode(buf, final=False)
+    return text, dec.getstate()[0]
 
 
 def collect(steps: Iterator[Step]) -> tuple[str, str, Step]:

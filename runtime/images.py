@@ -13,11 +13,25 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO")
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO", "GIF")
+FORMATS_TEXT = "JPEG, PNG, WebP, BMP, TIFF, GIF"   # for messages: what a technician can export to
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_DECODE_PIXELS = 100_000_000       # decompression-bomb guard (Pillow's default is ~89 MP)
-DEFAULT_PIXEL_BUDGET = 1024 * 28 * 28  # ≈ 1024 image tokens; see docs/benchmarks.md
-MAX_PIXEL_BUDGET = 4096 * 28 * 28      # the model's 4096 image-token ceiling
+
+# The image grid. GLM-4.6V's vision tower cuts 14×14 patches and merges 2×2 of them into one
+# image token, so sides are multiples of 28 and a token covers 784 pixels. Its processor
+# (transformers' Glm4vImageProcessor / Glm46VImageProcessor) counts pixels over a temporal patch of
+# 2 frames: preprocessor_config.json's size {"shortest_edge": 12544, "longest_edge": 9633792} means
+# 8 … 6144 tokens for one photo. Our pixel budget is counted for one frame (budget × 2 = its
+# max_pixels), so "1024 × 784 pixels" reads as "about 1024 image tokens".
+FACTOR, TEMPORAL_PATCH = 28, 2
+TOKEN_PIXELS = FACTOR * FACTOR
+MAX_ASPECT = 200                                  # transformers refuses longer strips
+RELEASE_MIN_PIXELS = 12544 // TEMPORAL_PATCH      # 8 tokens: smaller photos are enlarged to it
+RELEASE_MAX_PIXELS = 9633792 // TEMPORAL_PATCH    # 6144 tokens: the release's own maximum
+DEFAULT_PIXEL_BUDGET = 1024 * TOKEN_PIXELS        # ≈ 1024 image tokens; see docs/benchmarks.md
+MIN_PIXEL_BUDGET = RELEASE_MIN_PIXELS
+MAX_PIXEL_BUDGET = RELEASE_MAX_PIXELS             # llama_model raises mtmd's 4096-token clamp to this
 
 
 class ImageError(ValueError):
@@ -36,17 +50,47 @@ class PreparedImage:
         return self.width, self.height, self.rgb
 
 
-def _fit(w: int, h: int, budget: int, multiple: int = 28) -> tuple[int, int]:
-    """Largest size with the same aspect ratio, ≤ budget pixels, sides multiples of ``multiple``."""
-    scale = min(1.0, math.sqrt(budget / (w * h)))
-    nw = max(multiple, int(w * scale) // multiple * multiple)
-    nh = max(multiple, int(h * scale) // multiple * multiple)
-    if nw * nh > budget:  # a thin strip: its short side was raised to `multiple`, so shorten the long side
-        if nw > nh:
-            nw = max(multiple, budget // nh // multiple * multiple)
-        else:
-            nh = max(multiple, budget // nw // multiple * multiple)
-    return nw, nh
+def grid_size(width: int, height: int, max_pixels: int = DEFAULT_PIXEL_BUDGET,
+              min_pixels: int = RELEASE_MIN_PIXELS, name: str = "the image") -> tuple[int, int]:
+    """(width, height) the model sees: transformers' ``smart_resize`` for a still image.
+
+    Same arithmetic, so the same grid for every size: each side is rounded to the *nearest*
+    multiple of 28; a photo over the budget is scaled down and floored, one under the minimum
+    scaled up and ceiled (``max_pixels``/``min_pixels`` are one frame's; transformers compares
+    2 frames against twice them, which is the same test). A side under 28 is first scaled up to 28
+    (int-truncated, as transformers does), and a strip longer than 200:1 is refused.
+    """
+    t = TEMPORAL_PATCH
+    h, w = height, width
+    if h < FACTOR or w < FACTOR:
+        scale = max(FACTOR / h, FACTOR / w)
+        h, w = int(h * scale), int(w * scale)
+    if max(h, w) / min(h, w) > MAX_ASPECT:
+        raise ImageError(f"{name} is {width}×{height} pixels, a strip of {max(h, w) / min(h, w):.0f}:1; GLM-4.6V "
+                         f"takes images up to {MAX_ASPECT}:1 — crop it into shorter pieces")
+    h_bar, w_bar = round(h / FACTOR) * FACTOR, round(w / FACTOR) * FACTOR
+    if t * h_bar * w_bar > t * max_pixels:
+        beta = math.sqrt((t * h * w) / (t * max_pixels))
+        h_bar = max(FACTOR, math.floor(h / beta / FACTOR) * FACTOR)
+        w_bar = max(FACTOR, math.floor(w / beta / FACTOR) * FACTOR)
+    elif t * h_bar * w_bar < t * min_pixels:
+        beta = math.sqrt((t * min_pixels) / (t * h * w))
+        h_bar = math.ceil(h * beta / FACTOR) * FACTOR
+        w_bar = math.ceil(w * beta / FACTOR) * FACTOR
+    return w_bar, h_bar
+
+
+def check_budget(pixel_budget: int, most: int = MAX_PIXEL_BUDGET) -> None:
+    """A pixel budget the model can take, or an ImageError saying which are (below the minimum
+    the processor enlarges photos anyway; above the model's maximum llama.cpp would shrink them)."""
+    if not isinstance(pixel_budget, int) or not MIN_PIXEL_BUDGET <= pixel_budget <= most:
+        raise ImageError(f"pixel budget {pixel_budget!r} is out of range: this model takes {MIN_PIXEL_BUDGET:,} to "
+                         f"{most:,} pixels ({MIN_PIXEL_BUDGET // TOKEN_PIXELS} to {most // TOKEN_PIXELS} image tokens)")
+
+
+def image_tokens(width: int, height: int) -> int:
+    """Image tokens for a photo already on the grid (what llama.cpp's image chunk reports)."""
+    return (width // FACTOR) * (height // FACTOR)
 
 
 def _size_text(n: int) -> str:
@@ -71,7 +115,7 @@ def prepare(data: bytes, *, name: str = "photo", pixel_budget: int = DEFAULT_PIX
         raise ImageError(f"{name} is empty (0 bytes): choose the photo file again")
     if len(data) > max_file_bytes:
         raise ImageError(_too_big(name, len(data), max_file_bytes))
-    pixel_budget = max(28 * 28 * 8, min(pixel_budget, MAX_PIXEL_BUDGET))
+    check_budget(pixel_budget)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -79,35 +123,48 @@ def prepare(data: bytes, *, name: str = "photo", pixel_budget: int = DEFAULT_PIX
             img = Image.open(io.BytesIO(data))
             fmt = img.format or "?"
             if fmt not in SUPPORTED_FORMATS:
-                raise ImageError(f"{name} is a {fmt} image; supported formats: JPEG, PNG, WebP, BMP, TIFF")
+                raise ImageError(f"{name} is an image in {fmt} format, which this program does not take; export it "
+                                 f"as JPEG or PNG (supported formats: {FORMATS_TEXT})")
             if img.width * img.height > MAX_DECODE_PIXELS:
                 raise ImageError(f"{name} is {img.width}×{img.height} pixels, more than the "
                                  f"{MAX_DECODE_PIXELS // 1_000_000} MP limit")
-            img.seek(0)  # first frame of an animated / multi-page file
+            img.seek(0)  # first frame of an animated GIF/WebP or a multi-page TIFF
             img.load()
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name} declares an enormous size (possible decompression bomb); refused") from None
     except UnidentifiedImageError:
+        refusal = _unsupported_kind(data)
+        if refusal:
+            raise ImageError(f"{name} is {refusal}") from None
         kind = _looks_like(data)
         if kind:  # a supported format's signature, but Pillow cannot even read the header: damaged
             raise ImageError(f"{name} starts like a {kind} file but cannot be read: it is damaged or truncated — "
                              "copy it again") from None
-        raise ImageError(f"{name} is not an image Pillow can read; supported formats: JPEG, PNG, WebP, BMP, TIFF") from None
+        raise ImageError(f"{name} is not an image Pillow can read; supported formats: {FORMATS_TEXT}") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name} could not be decoded ({e}); the file may be truncated — copy it again") from None
     src_size = img.size
     img = ImageOps.exif_transpose(img)
     img = _to_rgb(img)
-    w, h = _fit(img.width, img.height, pixel_budget)
+    w, h = grid_size(img.width, img.height, pixel_budget, name=name)
     if (w, h) != img.size:
         img = img.resize((w, h), Image.Resampling.BICUBIC)
     return PreparedImage(w, h, img.tobytes(), src_size, fmt)
 
 
 _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"),
-               (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+               (b"MM\x00*", "TIFF"), (b"BM", "BMP"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"))
+
+# formats people do bring and Pillow cannot read here: ISO-BMFF brands (bytes 8-12 after "ftyp")
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+_REFUSALS = {
+    "heif": "a HEIC/HEIF photo (the iPhone camera's default), which this program cannot read: export it as "
+            "JPEG (iPhone: Settings → Camera → Formats → Most Compatible, or share the photo as JPEG)",
+    "avif": "an AVIF image, which this program cannot read: export it as JPEG or PNG",
+    "svg": f"an SVG drawing, not a photo: export it as PNG (supported formats: {FORMATS_TEXT})",
+}
 
 
 def _looks_like(data: bytes) -> str | None:
@@ -115,6 +172,20 @@ def _looks_like(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
     return next((fmt for sig, fmt in _SIGNATURES if data.startswith(sig)), None)
+
+
+def _unsupported_kind(data: bytes) -> str | None:
+    """What a known-but-unreadable file is, with what to do (None when it is none of those)."""
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in _HEIF_BRANDS:
+            return _REFUSALS["heif"]
+        if brand in (b"avif", b"avis"):
+            return _REFUSALS["avif"]
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<svg", b"<?xml", b"<!doctype svg")) and b"<svg" in head:
+        return _REFUSALS["svg"]
+    return None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

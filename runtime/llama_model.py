@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import import_llama_cpp
+from .images import MAX_PIXEL_BUDGET, TOKEN_PIXELS
 
 GGML_TYPE_F32 = 0
 
@@ -80,8 +81,8 @@ class LlamaPair:
 
     def __init__(self, text_path: str | Path, mmproj_path: str | Path | None, *, n_ctx: int = 4096,
                  n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
-                 mmproj_on_gpu: bool = False, f32_kv: bool = False, image_max_tokens: int = -1,
-                 progress=None):
+                 mmproj_on_gpu: bool = False, f32_kv: bool = False, image_max_tokens: int | None = None,
+                 image_min_tokens: int | None = None, progress=None):
         self.ll = import_llama_cpp()
         from llama_cpp import mtmd_cpp
         self.mtmd = mtmd_cpp
@@ -130,8 +131,12 @@ class LlamaPair:
             mp2.n_threads = threads
             mp2.print_timings = False
             mp2.warmup = False
-            if image_max_tokens > 0:
-                mp2.image_max_tokens = image_max_tokens
+            # mtmd resizes a GLM-4V image itself to 8…4096 tokens with its own rounding; images.prepare
+            # already puts it on transformers' grid (up to the release's 6144 tokens), so widen the
+            # limits and mtmd uses the image as it is (an image already on the grid is copied, not
+            # resampled). A caller may narrow them (tests do, to see mtmd's own clamp).
+            mp2.image_min_tokens = image_min_tokens or 1
+            mp2.image_max_tokens = image_max_tokens or MAX_PIXEL_BUDGET // TOKEN_PIXELS
             self.mctx = mtmd_cpp.mtmd_init_from_file(str(mmproj_path).encode(), self.model, mp2)
             if not self.mctx:
                 self.close()

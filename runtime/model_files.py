@@ -127,9 +127,40 @@ def manifest_pixel_budget(text: Path) -> int | None:
 
 
 def pixel_budget_for(text: Path, override: int | None = None) -> int:
-    """The photo size for ``text``'s model: an explicit one, else its manifest's, else the default."""
-    from .images import DEFAULT_PIXEL_BUDGET
-    return override or manifest_pixel_budget(text) or DEFAULT_PIXEL_BUDGET
+    """The photo size for ``text``'s model: an explicit one (an ImageError beyond what the model
+    takes), else its manifest's, else the default — neither more than the model takes."""
+    from .images import DEFAULT_PIXEL_BUDGET, check_budget
+    most = model_max_pixels(text)
+    if override:
+        check_budget(override, most)
+        return override
+    return min(manifest_pixel_budget(text) or DEFAULT_PIXEL_BUDGET, most)
+
+
+def model_max_pixels(text: Path) -> int:
+    """The most pixels one photo may keep for ``text``'s model: ``clip.vision.image_max_pixels`` of
+    the projector beside it (``glmv convert`` carries the checkpoint's preprocessor_config.json
+    limit there), else the GLM-4.6V release's (6144 image tokens); never more than the runtime
+    opens llama.cpp for (``images.MAX_PIXEL_BUDGET``)."""
+    from .images import MAX_PIXEL_BUDGET
+    mm = _mmproj_beside(Path(text))
+    try:
+        v = read_info(mm, "projector (mmproj)").get("clip.vision.image_max_pixels") if mm else None
+    except ModelFileError:
+        v = None   # a damaged projector is reported when the model loads
+    return min(v, MAX_PIXEL_BUDGET) if isinstance(v, int) and v > 0 else MAX_PIXEL_BUDGET
+
+
+def _mmproj_beside(text: Path) -> Path | None:
+    """The projector paired with ``text``: its manifest's, else the only mmproj-*.gguf beside it."""
+    try:
+        entry = (json.loads((text.parent / "manifest.json").read_text()).get("files") or {}).get("mmproj") or {}
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+            return text.parent / entry["file"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    found = sorted(text.parent.glob("mmproj*.gguf"))
+    return found[0] if len(found) == 1 else None
 
 
 def manifest_quant(text: Path) -> str | None:

@@ -168,8 +168,9 @@ def _power_check(values: dict[str, Quantity], n_phases: int | None) -> list[str]
 
 def reading_from_answer(raw: str) -> PlateReading:
     try:
-        # the grammar's string rule admits raw control characters, which strict JSON forbids
-        data = json.loads(raw, strict=False)
+        # strict: the grammar and its token guard (runtime/grammar.py) keep raw control characters
+        # out of strings, so an answer that is not strict JSON is a defect to show, not to hide
+        data = json.loads(raw)
     except json.JSONDecodeError as e:
         return PlateReading({k: None for k, _ in FIELDS} | {"other": []},
                             warnings=[f"the answer is not complete JSON ({e.msg}); it may have been cut off"], raw=raw)

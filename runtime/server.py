@@ -217,8 +217,9 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
             return err(409, "this session is already answering: wait, or cancel it first", "conflict")
         if "thinking" in body:
             s.session.enable_thinking = body["thinking"]
+        # the model's own sampling settings (seeded): the UI answers as `glmv ask` does
         gen = host.start_generation(lambda cancelled: s.session.ask(
-            question, max_tokens=min(max_tokens, n_ctx), sampling=SamplingOptions(), cancelled=cancelled))
+            question, max_tokens=min(max_tokens, n_ctx), cancelled=cancelled))
         s.generation = gen
 
         async def events():
@@ -229,6 +230,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
                     if step.finish_reason:
                         t = step.timings
                         yield sse({"type": "done", "finish_reason": step.finish_reason,
+                               "reasoning_capped": step.reasoning_capped,
                                    "prompt_tokens": step.prompt_tokens, "completion_tokens": step.completion_tokens,
                                    "ttft_ms": round(t.ttft_ms, 1), "decode_tps": round(t.decode_tps, 1),
                                    "cached": step.cached, "image_encodes": s.session.image_encodes})
@@ -256,7 +258,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
         # it borrows the chat session's image embeddings so the photo is not encoded again
         ps = engine.session(s.session.image)
         ps._embd = s.session._embd
-        sampling = SamplingOptions(json_schema=json.dumps(plate.SCHEMA))
+        sampling = engine.sampling.with_(json_schema=json.dumps(plate.SCHEMA))
         gen = host.start_generation(lambda cancelled: ps.ask(plate.PROMPT, max_tokens=min(max_tokens, n_ctx),
                                                                sampling=sampling, cancelled=cancelled))
         steps = await gen.collect(request.is_disconnected)
@@ -296,7 +298,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
     async def chat_completions(request):
         engine = host.require()
-        req = oai.parse_chat(await json_body(request), n_ctx=n_ctx)
+        req = oai.parse_chat(await json_body(request), n_ctx=n_ctx, defaults=engine.sampling)
         img = await run_in_threadpool(oai.prepare_image, req.image_bytes, budget()) if req.image_bytes else None
         session = engine.session(img, enable_thinking=req.thinking)
         if req.history:  # a conversation this server answered before? its session is warm
@@ -305,8 +307,11 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
                 session = known
                 host.count("sessions_reused")
         session.messages = list(req.history)
-        gen = host.start_generation(lambda cancelled: session.ask(
-            req.question, max_tokens=req.max_tokens, sampling=req.sampling, cancelled=cancelled))
+
+        def ask(sampling, cancelled):   # one choice; oai.run_choices asks n times and cuts at stop sequences
+            return session.ask(req.question, max_tokens=req.max_tokens, sampling=sampling, cancelled=cancelled,
+                               reasoning_budget=req.reasoning_budget, max_total=req.max_total)
+        gen = host.start_generation(lambda cancelled: oai.run_choices(session, req, ask, cancelled))
 
         def remember(last):
             if last.finish_reason in ("stop", "length"):
@@ -314,26 +319,30 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
         cid, name, created = oai.completion_id(), model_id(), int(time.time())
         if not req.stream:
-            steps = await gen.collect(request.is_disconnected)
-            last = steps[-1]
-            remember(last)
-            answer = "".join(x.text for x in steps if x.kind == "answer")
-            reasoning = "".join(x.text for x in steps if x.kind == "reasoning")
-            return JSONResponse(oai.completion(cid, name, answer, reasoning, last))
+            choices = oai.split_choices(await gen.collect(request.is_disconnected))
+            if choices:
+                remember(choices[-1][2])   # the session holds the last choice's answer
+            return JSONResponse(oai.completion(cid, name, choices))
 
         async def events():
+            index, lasts = 0, []   # choices come one after another; each ends with a finish_reason
             yield sse(oai.chunk(cid, name, created, {"role": "assistant", "content": ""}))
             try:
                 async for step in gen:
                     if step.text:
                         key = "reasoning_content" if step.kind == "reasoning" else "content"
-                        yield sse(oai.chunk(cid, name, created, {key: step.text}))
+                        yield sse(oai.chunk(cid, name, created, {key: step.text}, index=index))
                     if step.finish_reason:
-                        remember(step)
-                        yield sse(oai.chunk(cid, name, created, {}, oai.FINISH.get(step.finish_reason, "stop")))
-                        if req.include_usage:
-                            yield sse({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                       "model": name, "choices": [], "usage": oai.usage(step)})
+                        lasts.append(step)
+                        yield sse(oai.chunk(cid, name, created, {}, oai.FINISH.get(step.finish_reason, "stop"), index))
+                        index += 1
+                        if index < req.n:
+                            yield sse(oai.chunk(cid, name, created, {"role": "assistant", "content": ""}, index=index))
+                if lasts:
+                    remember(lasts[-1])
+                if lasts and req.include_usage:
+                    yield sse({"id": cid, "object": "chat.completion.chunk", "created": created,
+                               "model": name, "choices": [], "usage": oai.usage(lasts)})
             except Exception as e:  # noqa: BLE001 - mid-stream: report in-band as OpenAI does
                 yield sse({"error": {"message": str(e), "type": "server_error"}})
             yield sse("[DONE]")
@@ -351,7 +360,9 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
         return err(503, str(exc), "model_not_ready", {"Retry-After": "5"} if host.state == "loading" else None)
 
     async def on_bad_request(request, exc: oai.RequestError):
-        return err(400, str(exc))
+        # OpenAI's error body names the field at fault ("param"); clients read it as error.param
+        return JSONResponse({"error": {"message": str(exc), "type": "invalid_request_error",
+                                       "param": getattr(exc, "param", None), "code": None}}, status_code=400)
 
     async def on_too_large(request, exc: BodyTooLarge):
         return err(413, str(exc), "payload_too_large")

@@ -19,7 +19,7 @@ import numpy as np
 from . import chat_template
 from .generate import Step, Timings, collect, decode_stream
 from .images import PreparedImage
-from .sampling import Sampler, SamplingOptions
+from .sampling import DEFAULT_REASONING_BUDGET, Sampler, SamplingOptions
 
 
 class ContextFullError(RuntimeError):
@@ -58,19 +58,26 @@ class Session:
                                     enable_thinking=self.enable_thinking, marker=self.engine.pair.marker)
 
     # --- asking --------------------------------------------------------------------------------
-    def ask(self, question: str, *, max_tokens: int = 256, sampling: SamplingOptions = SamplingOptions(),
-            cancelled: Callable[[], bool] = lambda: False, use_cache: bool = True) -> Iterator[Step]:
+    def ask(self, question: str, *, max_tokens: int = 256, sampling: SamplingOptions | None = None,
+            cancelled: Callable[[], bool] = lambda: False, use_cache: bool = True,
+            reasoning_budget: int = DEFAULT_REASONING_BUDGET, max_total: int | None = None) -> Iterator[Step]:
+        """Answer ``question``; ``sampling`` defaults to the model's own settings (seeded).
+
+        Every setting carries a seed, so an answer is a pure function of the key below and is
+        cached whatever the temperature."""
         eng = self.engine
+        sampling = eng.sampling if sampling is None else sampling
         cache_key = None
-        if use_cache and sampling.greedy and eng.answer_cache is not None:
+        if use_cache and eng.answer_cache is not None:
             cache_key = eng.answer_cache.key(eng.model_id, self.image_sha256, self.messages, question,
-                                             self.enable_thinking, sampling.key(), max_tokens)
+                                             self.enable_thinking, sampling.key(), max_tokens,
+                                             reasoning_budget if self.enable_thinking else 0, max_total)
             hit = eng.answer_cache.get(cache_key)
             if hit is not None:
                 yield from self._replay(question, hit)
                 return
         with eng.lock:
-            steps = self._generate(question, max_tokens, sampling, cancelled)
+            steps = self._generate(question, max_tokens, sampling, cancelled, reasoning_budget, max_total)
             answer, reasoning = [], []
             for s in steps:
                 (reasoning if s.kind == "reasoning" else answer).append(s.text)
@@ -78,7 +85,7 @@ class Session:
                 last = s
         record = {"answer": "".join(answer), "reasoning": "".join(reasoning),
                   "finish_reason": last.finish_reason, "prompt_tokens": last.prompt_tokens,
-                  "completion_tokens": last.completion_tokens}
+                  "completion_tokens": last.completion_tokens, "reasoning_capped": last.reasoning_capped}
         self._remember(question, record)
         if cache_key and last.finish_reason in ("stop", "length"):
             eng.answer_cache.put(cache_key, record)
@@ -95,7 +102,7 @@ class Session:
         if hit.get("reasoning"):
             yield Step(hit["reasoning"], "reasoning", None, hit["prompt_tokens"], hit["completion_tokens"], t, cached=True)
         yield Step(hit["answer"], "answer", None, hit["prompt_tokens"], hit["completion_tokens"], t,
-                   finish_reason=hit["finish_reason"], cached=True)
+                   finish_reason=hit["finish_reason"], cached=True, reasoning_capped=bool(hit.get("reasoning_capped")))
         self._remember(question, hit)
 
     def _prefill(self, question: str, timings: Timings, last_logits: str = "flag") -> tuple[int, int, object]:
@@ -148,16 +155,17 @@ class Session:
         return logits
 
     def _generate(self, question: str, max_tokens: int, sampling: SamplingOptions,
-                  cancelled: Callable[[], bool]) -> Iterator[Step]:
+                  cancelled: Callable[[], bool], reasoning_budget: int, max_total: int | None) -> Iterator[Step]:
         pair = self.engine.pair
         timings = Timings()
         t0 = time.perf_counter()
         n_past, prompt_tokens, _ = self._prefill(question, timings)
         timings.prefill_ms = 1000 * (time.perf_counter() - t0)
-        sampler = Sampler(pair.ll, pair.vocab, sampling)
+        history = [t for t in self.engine.kv if isinstance(t, int)]   # what the repetition penalty counts
+        sampler = Sampler(pair.ll, pair.vocab, sampling, history=history, n_ctx=pair.n_ctx)
         try:
             yield from decode_stream(pair, sampler, n_past, n_cells_extra=max(0, prompt_tokens - n_past),
-                                     max_tokens=max_tokens,
+                                     max_tokens=max_tokens, reasoning_budget=reasoning_budget, max_total=max_total,
                                      prompt_tokens=prompt_tokens, timings=timings, thinking=self.enable_thinking,
                                      cancelled=cancelled, on_token=self.engine.kv.append, t_start=t0)
         finally:

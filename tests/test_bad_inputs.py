@@ -28,7 +28,7 @@ from runtime.model_files import ModelFileError, check_pair, verify_checksums
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # the truncated TIFF
-SUPPORTED = ("jpeg", "png", "webp", "bmp", "tiff")
+SUPPORTED = ("jpeg", "png", "webp", "bmp", "tiff", "gif")
 WHITE, RED, GREEN, BLUE = (255, 255, 255), (220, 20, 20), (20, 200, 40), (20, 30, 220)
 
 
@@ -99,7 +99,10 @@ BAD_IMAGES = {
     "truncated-png": (_file("cut.png", _PNG[: len(_PNG) // 2]), {}, ["cut.png", "truncated", "copy it again"]),
     "png-cut-in-its-header": (_file("stub.png", _PNG[:40]), {}, ["stub.png", "png", "truncated", "copy it again"]),
     "truncated-tiff": (_file("cut.tif", _TIFF[: len(_TIFF) // 2]), {}, ["cut.tif", "truncated", "copy it again"]),
-    "gif-unsupported": (_file("anim.gif", _gif()), {}, ["anim.gif", "gif", "supported formats", *SUPPORTED]),
+    "heic-refused": (_file("IMG_0001.HEIC", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64)), {},
+                     ["img_0001.heic", "heic", "iphone", "jpeg", "most compatible"]),
+    "svg-refused": (_file("logo.svg", b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" '
+                                      b'width="10" height="10"/>'), {}, ["logo.svg", "svg", "png", *SUPPORTED]),
     "ico-unsupported": (_file("icon.ico", _enc(_textured(64, 64), "ICO")), {},
                         ["icon.ico", "ico", "supported formats", *SUPPORTED]),
     # random bytes over a (small, in-process) limit: the size check must come before decoding
@@ -218,7 +221,8 @@ def test_multi_page_tiff_uses_the_first_page():
     data = _enc(first, "TIFF", save_all=True, append_images=[second])
     assert Image.open(io.BytesIO(data)).n_frames == 2
     p = images.prepare(data, name="scan.tif")
-    assert (p.width, p.height, p.source_size) == (84, 56, (84, 56)) and _rgb_at(p, 40, 30) == RED
+    # 84×56 is under the 8-token minimum: enlarged to transformers' grid, 112×84
+    assert (p.width, p.height, p.source_size) == (112, 84, (84, 56)) and _rgb_at(p, 40, 30) == RED
 
 
 def test_animated_webp_uses_the_first_frame():
@@ -230,13 +234,32 @@ def test_animated_webp_uses_the_first_frame():
     if getattr(Image.open(io.BytesIO(data)), "n_frames", 1) < 2:
         pytest.skip("this Pillow wrote a still WebP")
     p = images.prepare(data, name="anim.webp")
-    assert (p.width, p.height, p.format) == (84, 56, "WEBP") and _close(_rgb_at(p, 40, 30), RED, 3)
+    assert (p.width, p.height, p.format) == (112, 84, "WEBP") and _close(_rgb_at(p, 40, 30), RED, 3)
 
 
-def test_one_pixel_image_becomes_28_by_28():
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (112, 56), RED), Image.new("RGB", (112, 56), GREEN)]
+    data = _enc(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert Image.open(io.BytesIO(data)).n_frames == 2
+    p = images.prepare(data, name="screen.gif")
+    assert (p.width, p.height, p.format) == (112, 56, "GIF") and _close(_rgb_at(p, 40, 30), RED, 3)
+
+
+def test_gif_palette_and_transparency_are_flattened_on_white():
+    pal = Image.new("P", (112, 56), 0)
+    pal.putpalette([0, 0, 0, *BLUE] + [0] * (256 * 3 - 6))
+    pal.paste(1, (56, 0, 112, 56))                   # right half: opaque blue; left: index 0, transparent
+    p = images.prepare(_enc(pal, "GIF", transparency=0), name="shot.gif")
+    assert (p.width, p.height) == (112, 56) and p.format == "GIF"
+    assert _rgb_at(p, 5, 5) == WHITE and _rgb_at(p, 100, 50) == BLUE
+    assert images.prepare(_gif(), name="anim.gif").format == "GIF"   # palette frames, no transparency
+
+
+def test_one_pixel_image_is_enlarged_to_the_smallest_grid():
+    """transformers raises the short side to 28, then enlarges to its minimum (8 tokens): 84×84."""
     p = images.prepare(_enc(Image.new("RGB", (1, 1), GREEN), "PNG"), name="dot.png")
-    assert (p.width, p.height, p.source_size) == (28, 28, (1, 1)) and len(p.rgb) == 28 * 28 * 3
-    assert _rgb_at(p, 0, 0) == GREEN and _rgb_at(p, 27, 27) == GREEN
+    assert (p.width, p.height, p.source_size) == (84, 84, (1, 1)) and len(p.rgb) == 84 * 84 * 3
+    assert _rgb_at(p, 0, 0) == GREEN and _rgb_at(p, 83, 83) == GREEN
 
 
 def test_huge_but_legal_photo_is_downscaled_to_the_pixel_budget():
@@ -249,10 +272,11 @@ def test_huge_but_legal_photo_is_downscaled_to_the_pixel_budget():
         assert len(p.rgb) == p.width * p.height * 3 and p.source_size == (6000, 4000)
 
 
-@pytest.mark.parametrize("size", [(1, 1_000_000), (60_000, 20)])
+@pytest.mark.parametrize("size", [(1, 150), (5000, 25)])
 def test_thin_strip_stays_within_the_pixel_budget(size):
     """Raising the short side to 28 must not push the image past the budget (a 1×1e6 strip once
-    became 28×896000 pixels: 32k image tokens, which llama.cpp refused to preprocess)."""
+    became 28×896000 pixels: 32k image tokens, which llama.cpp refused to preprocess; strips past
+    200:1 are now refused, as transformers does — tests/test_image_grid.py)."""
     p = images.prepare(_enc(Image.new("L", size, 128), "PNG"), name="strip.png")
     assert p.width % 28 == 0 and p.height % 28 == 0 and min(p.width, p.height) == 28
     assert p.width * p.height <= DEFAULT_PIXEL_BUDGET
@@ -429,7 +453,7 @@ def photo(tmp_path) -> Path:
     return p
 
 
-CLI_IMAGES = ["zero-byte", "truncated-jpeg", "gif-unsupported", "decompression-bomb-400MP", "directory"]
+CLI_IMAGES = ["zero-byte", "truncated-jpeg", "heic-refused", "decompression-bomb-400MP", "directory"]
 
 
 @pytest.mark.parametrize("kind", CLI_IMAGES)
@@ -549,7 +573,7 @@ def test_process_and_llama_cpp_survive_the_failures(good, bad_models):
     with pytest.raises(ModelFileError, match="checksum"):
         Engine(bad_models["checksum"] / good.text_path.name, bad_models["checksum"] / good.mmproj_path.name,
                EngineOptions(n_ctx=1024, verify=True))
-    for data in (_JPEG[:1000], _png_claiming(20000, 20000), _gif(), b"not an image"):
+    for data in (_JPEG[:1000], _png_claiming(20000, 20000), b"\0\0\0\x18ftypheic" + bytes(64), b"not an image"):
         with pytest.raises(ImageError):
             images.prepare(data, name="x")
 

@@ -113,7 +113,7 @@ def test_openai_json_schema_output_validates(client, photo_uri):
                                        max_tokens=60, temperature=0.7, seed=3,
                                        response_format={"type": "json_schema",
                                                         "json_schema": {"name": "plate", "schema": schema}})
-    jsonschema.validate(json.loads(r.choices[0].message.content, strict=False), schema)
+    jsonschema.validate(json.loads(r.choices[0].message.content), schema)
 
 
 def test_openai_request_errors(srv):

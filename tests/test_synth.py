@@ -272,6 +272,31 @@ def test_chat_template_multi_turn(tok):
     assert tok.apply_chat_template(no_double, tokenize=False, enable_thinking=False) == "[gMASK]<sop><|user|>\nHi /nothink"
 
 
+def test_release_dialect_has_the_release_formats(ckpts):
+    """--dialect release: the exporter's rope dialect, unflagged box/think tokens, the GLM-4.6V family
+    template and the model card's sampling settings (convert/synth_release.py)."""
+    from convert import synth_release as rel
+    d = ckpts["release"]
+    tc = json.loads((d / "config.json").read_text())["text_config"]
+    assert tc["rope_scaling"] == {"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [2, 3, 3]}
+    assert "rope_theta" not in tc and "rope_parameters" not in tc and tc["partial_rotary_factor"] == 0.5
+    flags = {a["content"]: a["special"] for a in json.loads((d / "tokenizer.json").read_text())["added_tokens"]}
+    assert not any(flags[t] for t in ("<think>", "</think>", "<|begin_of_box|>", "<|end_of_box|>"))
+    assert flags["<|user|>"] and flags["[gMASK]"]
+    gc = json.loads((d / "generation_config.json").read_text())
+    assert {k: gc[k] for k in rel.RELEASE_SAMPLING} == {"do_sample": True, "temperature": 0.8, "top_p": 0.6,
+                                                          "top_k": 2, "repetition_penalty": 1.1}
+    assert (d / "chat_template.jinja").read_text() == rel.RELEASE_CHAT_TEMPLATE
+    rtok = AutoTokenizer.from_pretrained(d)
+    off = rtok.apply_chat_template(IMG_MSG, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+    assert off == ("[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>What is this?/nothink"
+                   "<|assistant|>\n<think></think>\n")
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "<think>r</think>b"},
+             {"role": "user", "content": "c"}]
+    on = rtok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True, enable_thinking=True)
+    assert on == "[gMASK]<sop><|user|>\na<|assistant|>\n<think></think>\nb<|user|>\nc<|assistant|>\n"
+
+
 # ------------------------------------------------------------------ determinism / atomicity
 
 def test_deterministic(tmp_path, ckpts):

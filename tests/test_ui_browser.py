@@ -261,11 +261,19 @@ def test_ui_chinese_default_bad_photo_and_reasoning(served, browser, tmp_path):
 
         # The tiny random model never closes a <think> block, so the reasoning display is checked
         # on a canned stream in the server's format (the upload before it is real).
-        events = [{"type": "piece", "kind": "reasoning", "text": "铭牌上写着 400 V"},
+        events = [{"type": "piece", "kind": "reasoning", "text": "铭牌上写着"},
+                  {"type": "piece", "kind": "reasoning", "text": " 400 V"},
                   {"type": "piece", "kind": "answer", "text": "额定电压是 "},
                   {"type": "piece", "kind": "answer", "text": "400 V。"},
                   {"type": "done", "finish_reason": "stop", "prompt_tokens": 300, "completion_tokens": 12,
-                   "ttft_ms": 80.0, "decode_tps": 25.0, "cached": False, "image_encodes": 1}]
+                   "ttft_ms": 80.0, "decode_tps": 25.0, "cached": False, "image_encodes": 1,
+                   "reasoning_capped": True}]
+        # every label the reasoning block's summary shows, in order (text nodes are replaced, never
+        # edited, so the records keep each one even when the observer runs once at the end)
+        page.evaluate("""() => { window.__labels = [];
+          new MutationObserver((recs) => { for (const r of recs) if (r.target.tagName === "SUMMARY")
+            for (const n of r.addedNodes) window.__labels.push(n.data); })
+            .observe(document.body, {subtree: true, childList: true}); }""")
         body = "".join("data: " + json.dumps(e, ensure_ascii=False) + "\n\n" for e in events)
         sent = []
         page.route("**/ask", lambda route: (sent.append(route.request.post_data_json), route.fulfill(
@@ -280,7 +288,11 @@ def test_ui_chinese_default_bad_photo_and_reasoning(served, browser, tmp_path):
         assert reply.locator("details").get_attribute("open") is None          # collapsed
         sync_api.expect(reply.locator("details summary")).to_have_text("推理过程")
         assert reply.locator("details > div").text_content() == "铭牌上写着 400 V"
+        # while the reasoning streamed, the summary said so (and how far it got); then it stopped
+        assert page.evaluate("window.__labels") == ["正在推理… 已 5 个字符", "正在推理… 已 11 个字符", "推理过程"]
+        assert "running" not in reply.locator("details").get_attribute("class")
         sync_api.expect(reply.locator(".meta")).to_contain_text("25 token/秒")
+        sync_api.expect(reply.locator(".meta")).to_contain_text("推理达到预算上限")
         assert sent == [{"question": "额定电压是多少？", "thinking": True}], sent
 
         # warnings highlight their rows (canned reading: the table logic, not the model, is tested)
@@ -396,7 +408,7 @@ def test_ui_photo_by_drag_and_drop_and_by_paste(served, browser):
         page.evaluate(DRAG_JS, [_b64(b"meter reading 42"), "notes.txt", "text/plain", "dragenter"])
         assert page.evaluate(DRAG_JS, [_b64(b"meter reading 42"), "notes.txt", "text/plain", "drop"])
         expect(page.locator("#notice-text")).to_have_text(
-            "That is not an image file: choose a JPEG, PNG or WebP photo.")
+            "That is not an image file: choose a JPEG, PNG, WebP or GIF photo.")
         expect(page.locator("#photo-info")).to_contain_text("pasted.png · 280×196")   # the photo stays
         assert not page.evaluate("document.body.classList.contains('dragging')")
         assert not problems, problems

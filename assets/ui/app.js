@@ -408,20 +408,22 @@ async function ask() {
     for await (const ev of sseEvents(resp)) {
       if (ev.type === "piece" && ev.kind === "reasoning") {
         if (!reasoning) {
-          // reasoning is long and secondary: collapsed by default
+          // reasoning is long and secondary: collapsed by default, but its summary line says it is
+          // running (and how far it got), so a long silence before the answer is not mistaken for a hang
           const d = document.createElement("details");
-          const sum = document.createElement("summary");
-          sum.dataset.i18n = "chat.reasoning";
-          sum.textContent = t("chat.reasoning");
+          d.className = "reasoning running";
           reasoning = document.createElement("div");
-          d.append(sum, reasoning);
+          d.append(document.createElement("summary"), reasoning);
           reply.insertBefore(d, text);
         }
         reasoning.textContent += ev.text;
+        setReasoningSummary(reasoning.parentElement, true);
       } else if (ev.type === "piece") {
+        if (reasoning) setReasoningSummary(reasoning.parentElement, false);
         answer += ev.text;
         text.textContent = answer;
       } else if (ev.type === "done") {
+        if (reasoning) setReasoningSummary(reasoning.parentElement, false);
         finishMeta(reply, ev);
         reply.dataset.state = "done";
       } else if (ev.type === "error") {
@@ -444,10 +446,24 @@ async function ask() {
       showError(e);
     }
   } finally {
+    // a stream that broke or was stopped mid-reasoning must not keep saying it is running
+    if (reasoning) setReasoningSummary(reasoning.parentElement, false);
     running = null;
     updateButtons();
     $("#question").focus();
   }
+}
+
+// the reasoning block's summary: "Reasoning… N characters so far" while it streams, then "Reasoning"
+function setReasoningSummary(details, running) {
+  const sum = details.querySelector("summary");
+  const key = running ? "chat.reasoningRunning" : "chat.reasoning";
+  const vars = running ? { chars: details.querySelector("div").textContent.length } : null;
+  if (!running && sum.dataset.i18n === key) return;
+  details.classList.toggle("running", running);
+  sum.dataset.i18n = key;
+  if (vars) sum.dataset.i18nVars = JSON.stringify(vars); else delete sum.dataset.i18nVars;
+  sum.textContent = t(key, vars || undefined);
 }
 
 // a translatable element: applyLang re-renders it from its key and values
@@ -464,6 +480,7 @@ function finishMeta(reply, ev) {
   meta.className = "meta";
   meta.append(ev.cached ? i18nEl("span", "chat.metaCached", { tokens: ev.completion_tokens })
     : i18nEl("span", "chat.meta", { tokens: ev.completion_tokens, tps: ev.decode_tps, ttft: Math.round(ev.ttft_ms) }));
+  if (ev.reasoning_capped) meta.append(" — ", i18nEl("span", "chat.reasoningCapped"));
   if (ev.finish_reason === "length") meta.append(" — ", i18nEl("span", "chat.cut"));
   reply.append(meta);
   if (!ev.cached && ev.decode_tps && serverStatus) {
