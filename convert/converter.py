@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import threading
 import re
 import shutil
 import sys
@@ -64,12 +65,23 @@ def sha256_file(path: Path, bufsize: int = 8 << 20) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``path`` holds either its old content or ``data``, never a mix — also when two processes
+    write it at once (each writes its own temporary file; the last rename wins whole)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)   # a full disk or an interrupt leaves no .part behind
+        raise
 
 
 def check_sources(spec: ModelSpec, sources: dict[str, SourceTensor]) -> list[str]:

@@ -50,9 +50,10 @@ def _install_log() -> None:
         msg = (text or b"").decode(errors="replace")
         LOG_TAIL.append(msg)
         # ggml's own "failed to load" / "failed to initialize" for a GPU backend without its driver
-        # is said once, better, by NOTES
+        # is said once, better, by NOTES; "post-decode callback failed" is a cancel inside the image
+        # (LlamaPair.decode_image stops it on purpose)
         if verbose or (level == 4 and not msg.startswith("load_backend: failed to load")
-                       and "failed to initialize" not in msg):
+                       and "failed to initialize" not in msg and "post-decode callback failed" not in msg):
             sys.stderr.write(msg)
 
     _log_cb = llama_cpp.llama_log_callback(cb)  # kept referenced: C holds the pointer

@@ -38,8 +38,16 @@ class UsageError(ValueError):
     """A command-line value out of range; exit 2 with the message."""
 
 
-def _check_sampling_args(a) -> None:
-    """Sampling overrides and budgets are checked before the model loads (minutes on a laptop)."""
+def _check_args(a) -> None:
+    """Settings are checked before the model loads (minutes on a laptop): the memory policy
+    forced from the environment, sampling overrides, budgets."""
+    forced = os.environ.get("GLMV_MEMORY_POLICY")
+    if forced:
+        from runtime.memory_policy import parse
+        try:
+            parse(forced)
+        except ValueError as e:
+            raise UsageError(f"GLMV_MEMORY_POLICY: {e}") from None
     if not hasattr(a, "greedy"):
         return
     from runtime.sampling import SamplingOptions
@@ -141,8 +149,12 @@ def _engine(a, text: Path, mmproj: Path):
     from runtime.engine import Engine, EngineOptions
     from runtime.paths import data_dir
     cache = None if a.no_cache else data_dir(a.data_dir) / "answer-cache"
-    return Engine(text, mmproj, EngineOptions(n_ctx=a.ctx, n_threads=a.threads, verify=a.verify, cache_dir=cache,
-                                              progress=getattr(a, "progress", None)))
+    eng = Engine(text, mmproj, EngineOptions(n_ctx=a.ctx, n_threads=a.threads, verify=a.verify, cache_dir=cache,
+                                             progress=getattr(a, "progress", None)))
+    # the load line: which memory policy is in force, and why (stderr: stdout stays the answer)
+    print(f"glmv: {text.name}: memory {eng.memory_policy.describe()} — {eng.memory_why}; loaded in "
+          f"{eng.load_ms / 1000:.1f} s", file=sys.stderr)
+    return eng
 
 
 _FLAG_NAMES = {"temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k",
@@ -172,9 +184,17 @@ def _stream(session, question: str, a, cancel: _Cancel | None = None) -> dict:
     answer, reasoning, last = [], [], None
     shown_reasoning = False
     sampling = _sampling(a, session.engine)
+    from runtime.progress import TerminalProgress
+    # reading the photo takes minutes on a CPU: say where it stands on stderr (see --progress)
+    mode = getattr(a, "show_progress", "auto")
+    shown = TerminalProgress("off" if a.json and mode == "auto" and not sys.stderr.isatty() else mode)
     for s in session.ask(question, max_tokens=a.max_tokens, sampling=sampling,
                          cancelled=cancel or (lambda: False), use_cache=not a.no_cache,
-                         reasoning_budget=getattr(a, "think_budget", 0)):
+                         reasoning_budget=getattr(a, "think_budget", 0), progress=shown.mode != "off"):
+        if s.kind == "progress":
+            shown.show(s)
+            continue
+        shown.close()
         (reasoning if s.kind == "reasoning" else answer).append(s.text)
         last = s
         if not a.json and s.text:
@@ -191,7 +211,8 @@ def _stream(session, question: str, a, cancel: _Cancel | None = None) -> dict:
               "completion_tokens": last.completion_tokens, "image_encodes": session.image_encodes,
               "image_encode_ms": round(t.image_encode_ms, 1), "prefill_ms": round(t.prefill_ms, 1),
               "ttft_ms": round(t.ttft_ms, 1), "decode_tps": round(t.decode_tps, 1),
-              "reasoning_capped": last.reasoning_capped, "sampling": sampling.describe()}
+              "reasoning_capped": last.reasoning_capped, "sampling": sampling.describe(),
+              "load_ms": round(session.engine.load_ms, 1), "memory_policy": session.engine.memory_policy.name}
     if a.json:
         print(json.dumps(result, ensure_ascii=False), flush=True)
     else:
@@ -366,12 +387,18 @@ def cmd_doctor(a) -> int:
     mem = hardware.memory()
     gpus = [{"name": d.name, "description": d.description, "memory_free_mib": d.memory_free // 2**20,
              "memory_total_mib": d.memory_total // 2**20} for d in info.gpus]
-    budget = max([d.memory_free for d in info.gpus] + [mem.available])
+    from runtime.memory_policy import choose as choose_memory_policy
+    on_gpu = bool(info.gpus)
+    quant, quant_why = hardware.quant_advice(max(d.memory_free for d in info.gpus) if on_gpu
+                                             else hardware.usable_ram(), gpu=on_gpu)
     models = []
     for d in model_dirs(getattr(a, "model_dir", None), data_dir(a.data_dir)):
         try:
             text, mmproj = find_pair(d)
-            models.append({"folder": str(d), "text": text.name, "mmproj": mmproj.name})
+            policy, why = choose_memory_policy(hardware.usable_ram(), text.stat().st_size + mmproj.stat().st_size,
+                                               gpu_offload=on_gpu)
+            models.append({"folder": str(d), "text": text.name, "mmproj": mmproj.name,
+                           "memory_policy": policy.describe(), "memory_policy_why": why})
         except Exception:
             continue
     report = {"cpu": hardware.cpu_name(), "cores_physical": hardware.physical_cores(),
@@ -379,7 +406,8 @@ def cmd_doctor(a) -> int:
               "cpu_features": [k for k, v in info.cpu_features.items() if v == "1"],
               "ram_total_mib": mem.total // 2**20, "ram_available_mib": mem.available // 2**20,
               "gpus": gpus, "backends": info.registries, "llama_cpp_lib": str(info.lib_dir),
-              "models": models, "recommended_quant": hardware.recommend_quant(budget),
+              "ram_usable_mib": hardware.usable_ram() // 2**20,
+              "models": models, "recommended_quant": quant, "recommended_quant_why": quant_why,
               "data_dir": str(data_dir(a.data_dir))}
     if a.json:
         print(json.dumps(report, indent=2))
@@ -393,7 +421,9 @@ def cmd_doctor(a) -> int:
     for m in models or [None]:
         print("model        : " + (f"{m['text']} + {m['mmproj']} in {m['folder']}" if m else
                                     "none found (convert GLM-4.6V-Flash with `glmv convert`, put the pair in models/)"))
-    print(f"recommended  : {report['recommended_quant']} for this machine's memory")
+        if m:
+            print(f"memory       : {m['memory_policy']} — {m['memory_policy_why']}")
+    print(f"recommended  : {quant} — {quant_why}")
     print(f"data folder  : {report['data_dir']}")
     return EXIT_OK
 
@@ -509,6 +539,10 @@ def _generation_args(q: argparse.ArgumentParser, *, think: bool = True, json_out
     _engine_args(q)
     q.add_argument("--max-tokens", type=int, default=256, help="answer length limit in tokens (default 256; "
                                                                 "reasoning has its own --think-budget)")
+    if json_out:   # ask and chat stream their answer (read-plate reads many photos quietly)
+        q.add_argument("--progress", dest="show_progress", choices=("auto", "bar", "lines", "off"), default="auto",
+                       help="progress while the photo is read, on stderr: a bar on a terminal, plain lines "
+                            "otherwise (auto; with --json and no terminal: off)")
     if think:
         q.add_argument("--think", action="store_true", help="let the model reason before answering (slower)")
         q.add_argument("--think-budget", type=int, default=DEFAULT_REASONING_BUDGET,
@@ -641,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.model_files import ModelFileError
     from runtime.session import ContextFullError
     try:
-        _check_sampling_args(a)
+        _check_args(a)
         return a.fn(a)
     except UsageError as e:
         _err(str(e))

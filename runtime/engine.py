@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from . import photo_memory
 from .answer_cache import AnswerCache
-from .hardware import physical_cores
+from .hardware import physical_cores, usable_ram
+from .memory_policy import MemoryPolicy, choose as choose_memory_policy
 from .generate import Step
 from .images import PreparedImage
 from .llama_model import LlamaPair
@@ -28,6 +30,11 @@ class EngineOptions:
     cache_dir: Path | None = None   # answer cache; None disables it
     f32_kv: bool = False            # reference precision (f32 cache, no flash attention): parity tests
     progress: Callable[[float], None] | None = None  # model-load progress 0..1 (the server's status)
+    # photo memory (runtime/photo_memory.py): a reopened photo skips the vision tower and the prompt.
+    # None: beside the answer cache (<data folder>/photo-memory), off without one (--no-cache)
+    photo_memory_dir: Path | None = None
+    photo_memory_bytes: int | None = None  # its bound; None: $GLMV_PHOTO_MEMORY or 2 GiB; 0 turns it off
+    memory: "MemoryPolicy | None" = None  # how the weights sit in RAM; None: chosen from this machine's RAM
 
 
 class Engine:
@@ -40,11 +47,18 @@ class Engine:
             verify_checksums(Path(text_path), Path(mmproj_path))
         self.text_path, self.mmproj_path = Path(text_path), Path(mmproj_path)
         self.n_gpu_layers, self.mmproj_on_gpu = self._offload()
+        if self.options.memory is not None:
+            self.memory_policy, self.memory_why = self.options.memory, "asked for"
+        else:
+            self.memory_policy, self.memory_why = choose_memory_policy(
+                usable_ram(), self.text_info.size + (self.mmproj_info.size if self.mmproj_info else 0),
+                gpu_offload=self.n_gpu_layers > 0)
         t0 = time.perf_counter()
         self.pair = LlamaPair(text_path, mmproj_path, n_ctx=self.options.n_ctx,
                               n_threads=self.options.n_threads or physical_cores(),
                               n_gpu_layers=self.n_gpu_layers, mmproj_on_gpu=self.mmproj_on_gpu,
-                              f32_kv=self.options.f32_kv, progress=self.options.progress)
+                              f32_kv=self.options.f32_kv, progress=self.options.progress,
+                              memory=self.memory_policy)
         self.load_ms = 1000 * (time.perf_counter() - t0)
         self.template = self.text_info.get("tokenizer.chat_template") or ""
         # the model authors' sampling settings (general.sampling.*); greedy for a file without them
@@ -53,6 +67,7 @@ class Engine:
         self.model_id = [self.text_path.name, st_t.st_size, int(st_t.st_mtime), self.mmproj_path.name,
                          st_m.st_size, int(st_m.st_mtime)]
         self.answer_cache = AnswerCache(self.options.cache_dir) if self.options.cache_dir else None
+        self.photo_memory = photo_memory.for_engine(self)
         self.lock = threading.RLock()
         self.kv: list = []          # what the KV cache holds, item by item (see session.py)
         self.kv_owner: Session | None = None

@@ -1,7 +1,8 @@
 """Token generation as a plain generator of small dataclasses (CLI, server and UI consume it).
 
 Each yielded :class:`Step` carries a text piece, whether it is answer or reasoning, the token
-id, running counts and timings; the last one has ``finish_reason`` set.
+id, running counts and timings; the last one has ``finish_reason`` set. Before the first token a
+stream may carry :class:`Progress` items (reading the photo and the prompt) when asked for.
 """
 from __future__ import annotations
 
@@ -44,6 +45,24 @@ class Step:
     finish_reason: str | None = None   # stop | length | context | cancelled
     cached: bool = False
     reasoning_capped: bool = False     # the reasoning reached its budget and was closed for it
+
+
+@dataclass
+class Progress:
+    """Reading the prompt, before the first token: where it stands and how long is left.
+
+    Opt-in on the same stream as :class:`Step` (``Session.ask(progress=True)``); ``text`` and
+    ``finish_reason`` are there so a consumer that only looks at those passes it by."""
+    phase: str                 # "photo" (preparing it) | "vision" (the vision tower) | "prompt" (feeding it)
+    done: int                  # units done in this phase: image tokens (vision), tokens fed (prompt)
+    total: int
+    elapsed_s: float           # since this turn started reading
+    eta_s: float | None = None       # estimated seconds until the prompt is read; None: no measurement yet
+    fraction: float | None = None    # of the whole reading, from the estimate (None with no estimate)
+    estimated: bool = False    # ``done`` is interpolated from the estimate (the tower reports only its end)
+    kind: str = "progress"
+    text: str = ""
+    finish_reason: None = None
 
 
 def stop_ids(pair: LlamaPair) -> set[int]:

@@ -71,13 +71,59 @@ def memory() -> Memory:
         return Memory(pages * size, pages * size)
 
 
-def recommend_quant(available_bytes: int) -> str:
-    """The largest quant of the real model that fits in ``available_bytes`` with a margin."""
+def cgroup_limit() -> int | None:
+    """This process's memory limit from its cgroup (v2 ``memory.max``, v1 ``memory.limit_in_bytes``),
+    or None: in a container or a limited slice, /proc/meminfo still shows the whole machine."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":   # v2 unified hierarchy
+            f = Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max"
+        elif "memory" in controllers.split(","):
+            f = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.limit_in_bytes"
+        else:
+            continue
+        try:
+            text = f.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2 ** 60:   # v1 writes a huge number for "no limit"
+            return int(text)
+    return None
+
+
+def usable_ram() -> int:
+    """The RAM this process can use: the machine's, or its cgroup limit when that is lower."""
+    total = memory().total
+    limit = cgroup_limit()
+    return min(total, limit) if limit else total
+
+
+def recommend_quant(available_bytes: int, *, gpu: bool = False) -> str:
+    return quant_advice(available_bytes, gpu=gpu)[0]
+
+
+def quant_advice(available_bytes: int, *, gpu: bool = False) -> tuple[str, str]:
+    """(quant, why) for a machine with ``available_bytes`` of VRAM (``gpu``) or RAM.
+
+    On a CPU, speed decides as much as memory: every generated token reads all the weights, so
+    a bigger file is slower in proportion (F16 decodes ~3.5× slower than Q4_K_M) — the CPU advice
+    is Q4_K_M whatever the RAM. On a GPU, the largest quant that fits in VRAM with a margin."""
+    if not gpu:
+        need = (QUANT_FOOTPRINT_GIB["Q4_K_M"] + WORKING_MARGIN_GIB) * GiB
+        why = ("no usable GPU: on a CPU every token reads all the weights, so the smallest good quant "
+               "answers fastest")
+        if available_bytes < need:
+            why += f"; it needs about {need / GiB:.1f} GiB and this machine has {available_bytes / GiB:.1f} GiB"
+        return "Q4_K_M", why
     best = "Q4_K_M"
     for quant, gib in sorted(QUANT_FOOTPRINT_GIB.items(), key=lambda kv: kv[1]):
         if (gib + WORKING_MARGIN_GIB) * GiB <= available_bytes:
             best = quant
-    return best
+    return best, f"the largest that fits in {available_bytes / GiB:.1f} GiB of free VRAM with a margin"
 
 
 def plan_offload(text_bytes: int, n_layers: int, mmproj_bytes: int, free_vram: int,

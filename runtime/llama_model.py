@@ -19,10 +19,18 @@ from .backends import import_llama_cpp
 from .images import MAX_PIXEL_BUDGET, TOKEN_PIXELS
 
 GGML_TYPE_F32 = 0
+# context / mtmd parameters that change the numbers a cached prompt prefix or image encoding holds
+# (runtime/photo_memory.py keys on them; the thread count does not change them)
+_STATE_FIELDS = ("type_k", "type_v", "flash_attn_type", "n_batch", "n_ubatch", "swa_full", "kv_unified")
+_VISION_FIELDS = ("use_gpu", "flash_attn_type", "image_min_tokens", "image_max_tokens")
 
 
 class ModelError(RuntimeError):
     """llama.cpp refused a model file or an input."""
+
+
+class Interrupted(RuntimeError):
+    """A caller's callback asked a feeding loop to stop (a cancelled turn)."""
 
 
 @dataclass
@@ -82,7 +90,7 @@ class LlamaPair:
     def __init__(self, text_path: str | Path, mmproj_path: str | Path | None, *, n_ctx: int = 4096,
                  n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
                  mmproj_on_gpu: bool = False, f32_kv: bool = False, image_max_tokens: int | None = None,
-                 image_min_tokens: int | None = None, progress=None):
+                 image_min_tokens: int | None = None, progress=None, memory=None):
         self.ll = import_llama_cpp()
         from llama_cpp import mtmd_cpp
         self.mtmd = mtmd_cpp
@@ -91,6 +99,10 @@ class LlamaPair:
         threads = n_threads or max(1, os.cpu_count() or 1)
         mp = ll.llama_model_default_params()
         mp.n_gpu_layers = n_gpu_layers
+        if memory is not None:   # a runtime.memory_policy.MemoryPolicy: how the weights sit in RAM
+            from .memory_policy import LOAD_MODES
+            mp.load_mode = LOAD_MODES[memory.load]
+            mp.use_extra_bufts = memory.repack
         if progress is not None:
             # progress(fraction) while the weights load (the server's /api/status shows it); the
             # ctypes callback object must stay referenced while llama.cpp may call it
@@ -112,12 +124,17 @@ class LlamaPair:
         cp.n_ctx, cp.n_batch, cp.n_ubatch = n_ctx, n_batch, n_batch
         cp.n_threads = cp.n_threads_batch = threads
         cp.no_perf = False
+        if memory is not None and not f32_kv:
+            from .memory_policy import KV_TYPES
+            cp.type_k = cp.type_v = KV_TYPES[memory.kv]
         if f32_kv:
             # reference-precision mode: f32 cache and no flash attention (its CPU kernel
             # rounds K/Q through f16, 6.7e-4 vs 7e-7 relative error in our parity test)
             cp.type_k = cp.type_v = GGML_TYPE_F32
             cp.flash_attn_type = 0
         self.ctx = ll.llama_init_from_model(self.model, cp)
+        # the settings that change what the KV cache holds (the photo memory's key)
+        self.state_signature = {f: getattr(cp, f, None) for f in _STATE_FIELDS}
         if not self.ctx:
             self.close()
             raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens")
@@ -138,6 +155,7 @@ class LlamaPair:
             mp2.image_min_tokens = image_min_tokens or 1
             mp2.image_max_tokens = image_max_tokens or MAX_PIXEL_BUDGET // TOKEN_PIXELS
             self.mctx = mtmd_cpp.mtmd_init_from_file(str(mmproj_path).encode(), self.model, mp2)
+            self.vision_signature = {f: getattr(mp2, f, None) for f in _VISION_FIELDS}
             if not self.mctx:
                 self.close()
                 raise ModelError(f"llama.cpp could not load the projector {mmproj_path}")
@@ -201,6 +219,22 @@ class LlamaPair:
         """Drop cache entries from position ``n_past`` on (e.g. after a cancelled answer)."""
         self.ll.llama_memory_seq_rm(self.ll.llama_get_memory(self.ctx), 0, n_past, -1)
 
+    # --- sequence state (runtime/photo_memory.py) ----------------------------------------------
+    def seq_state(self) -> bytes:
+        """Sequence 0 of the KV cache as llama.cpp serializes it (positions with their M-RoPE
+        extents, K and V of every layer, with their types)."""
+        n = self.ll.llama_state_seq_get_size(self.ctx, 0)
+        buf = (ctypes.c_uint8 * n)()
+        if n == 0 or self.ll.llama_state_seq_get_data(self.ctx, buf, n, 0) != n:
+            raise ModelError("llama.cpp could not copy the KV cache out")
+        return bytes(buf)
+
+    def set_seq_state(self, data: bytes) -> bool:
+        """Put a :meth:`seq_state` back into sequence 0; False when llama.cpp refuses it (another
+        cache type or layer count, too many cells): the sequence is then empty."""
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        return self.ll.llama_state_seq_set_data(self.ctx, buf, len(data), 0) == len(data)
+
     def encode_image(self, chunk: Chunk) -> np.ndarray:
         """Run the vision tower on one image chunk; returns [n_tokens, n_embd] float32."""
         if chunk.kind != "image":
@@ -211,14 +245,30 @@ class LlamaPair:
         ptr = self.mtmd.mtmd_get_output_embd(self.mctx)
         return np.ctypeslib.as_array(ptr, shape=(chunk.n_tokens * self.n_embd,)).reshape(chunk.n_tokens, self.n_embd).copy()
 
-    def decode_image(self, chunk: Chunk, embd: np.ndarray, n_past: int) -> int:
-        """Put already-encoded image embeddings into the cache; returns the new n_past."""
+    def decode_image(self, chunk: Chunk, embd: np.ndarray, n_past: int, on_batch=None) -> int:
+        """Put already-encoded image embeddings into the cache; returns the new n_past.
+
+        ``on_batch(n_tokens_done)`` runs after each batch (progress); when it returns True the
+        rest is not fed and :class:`Interrupted` is raised: the cache then holds part of the
+        image, which the caller must cut back (``truncate(n_past)``)."""
         new_past = self.ll.llama_pos(0)
         e = np.ascontiguousarray(embd, dtype=np.float32)
+        cb, state = ctypes.cast(None, self.mtmd.mtmd_helper_post_decode_callback), {"done": 0, "stop": False}
+        if on_batch is not None:
+            def _cb(view, _user):
+                # an exception cannot cross a ctypes callback: keep the answer, stop with a nonzero code
+                state["done"] += view.contents.n_tokens
+                try:
+                    state["stop"] = bool(on_batch(state["done"]))
+                except Exception:
+                    state["stop"] = True
+                return 1 if state["stop"] else 0
+            cb = self.mtmd.mtmd_helper_post_decode_callback(_cb)
         rc = self.mtmd.mtmd_helper_decode_image_chunk(
             self.mctx, self.ctx, chunk.handle, e.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
-            n_past, 0, self.n_batch, ctypes.byref(new_past),
-            ctypes.cast(None, self.mtmd.mtmd_helper_post_decode_callback), None)
+            n_past, 0, self.n_batch, ctypes.byref(new_past), cb, None)
+        if state["stop"]:
+            raise Interrupted(f"stopped after {state['done']} of {chunk.n_tokens} image tokens")
         if rc != 0:
             raise ModelError(f"decoding the image into the context failed ({rc})")
         return new_past.value

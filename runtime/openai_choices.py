@@ -37,6 +37,9 @@ def _cut_at_stops(session, ask: Callable, sampling, stops: tuple[str, ...], canc
     hold = max(map(len, stops)) - 1
     held, sent = "", []
     for st in steps:
+        if st.kind == "progress":   # reading the prompt: nothing to cut
+            yield st
+            continue
         text = st.text
         if st.kind == "answer":
             if hit:

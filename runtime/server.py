@@ -85,6 +85,12 @@ def sse(obj) -> str:
     return "data: " + (obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)) + "\n\n"
 
 
+def progress_event(p) -> dict:
+    """A :class:`~runtime.generate.Progress` as the app API streams it (the UI's progress bar)."""
+    return {"type": "progress", "phase": p.phase, "done": p.done, "total": p.total, "elapsed_s": p.elapsed_s,
+            "eta_s": p.eta_s, "fraction": p.fraction, "estimated": p.estimated}
+
+
 class AppSession:
     """A UI session: the llama.cpp session plus what the plate log needs."""
 
@@ -219,12 +225,15 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
             s.session.enable_thinking = body["thinking"]
         # the model's own sampling settings (seeded): the UI answers as `glmv ask` does
         gen = host.start_generation(lambda cancelled: s.session.ask(
-            question, max_tokens=min(max_tokens, n_ctx), cancelled=cancelled))
+            question, max_tokens=min(max_tokens, n_ctx), cancelled=cancelled, progress=True))
         s.generation = gen
 
         async def events():
             try:
                 async for step in gen:
+                    if step.kind == "progress":   # reading the photo and prompt: the UI's bar
+                        yield sse(progress_event(step))
+                        continue
                     if step.text:
                         yield sse({"type": "piece", "kind": step.kind, "text": step.text})
                     if step.finish_reason:
@@ -310,7 +319,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
 
         def ask(sampling, cancelled):   # one choice; oai.run_choices asks n times and cuts at stop sequences
             return session.ask(req.question, max_tokens=req.max_tokens, sampling=sampling, cancelled=cancelled,
-                               reasoning_budget=req.reasoning_budget, max_total=req.max_total)
+                               reasoning_budget=req.reasoning_budget, max_total=req.max_total, progress=req.stream)
         gen = host.start_generation(lambda cancelled: oai.run_choices(session, req, ask, cancelled))
 
         def remember(last):
@@ -329,6 +338,9 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
             yield sse(oai.chunk(cid, name, created, {"role": "assistant", "content": ""}))
             try:
                 async for step in gen:
+                    if step.kind == "progress":   # an SSE comment: OpenAI clients skip it, a person may read it
+                        yield oai.progress_comment(progress_event(step))
+                        continue
                     if step.text:
                         key = "reasoning_content" if step.kind == "reasoning" else "content"
                         yield sse(oai.chunk(cid, name, created, {key: step.text}, index=index))

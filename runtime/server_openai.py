@@ -329,6 +329,12 @@ def usage(lasts) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
 
 
+def progress_comment(event: dict) -> str:
+    """Progress in an OpenAI stream: an SSE comment line (``: progress {...}``), which the SSE
+    format tells every client to ignore, so OpenAI libraries see a standard stream."""
+    return ": progress " + json.dumps({k: v for k, v in event.items() if k != "type"}) + "\n\n"
+
+
 def split_choices(steps: list) -> list[tuple[str, str, object]]:
     """(answer, reasoning, last step) per choice: each choice's steps end with a finish_reason."""
     out, cur = [], []

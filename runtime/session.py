@@ -16,14 +16,23 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from . import chat_template
-from .generate import Step, Timings, collect, decode_stream
+from . import chat_template, photo_memory
+from .generate import Progress, Step, Timings, collect, decode_stream
 from .images import PreparedImage
+from .llama_model import Interrupted
 from .sampling import DEFAULT_REASONING_BUDGET, Sampler, SamplingOptions
 
 
 class ContextFullError(RuntimeError):
     """The session's conversation no longer fits the context."""
+
+
+class PrefillCancelled(RuntimeError):
+    """The turn was cancelled while its prompt was read; the cache holds what was fed (engine.kv)."""
+
+
+def _no_track(phase: str, done: int, total: int) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -60,11 +69,13 @@ class Session:
     # --- asking --------------------------------------------------------------------------------
     def ask(self, question: str, *, max_tokens: int = 256, sampling: SamplingOptions | None = None,
             cancelled: Callable[[], bool] = lambda: False, use_cache: bool = True,
-            reasoning_budget: int = DEFAULT_REASONING_BUDGET, max_total: int | None = None) -> Iterator[Step]:
+            reasoning_budget: int = DEFAULT_REASONING_BUDGET, max_total: int | None = None,
+            progress: bool = False) -> Iterator[Step | Progress]:
         """Answer ``question``; ``sampling`` defaults to the model's own settings (seeded).
 
         Every setting carries a seed, so an answer is a pure function of the key below and is
-        cached whatever the temperature."""
+        cached whatever the temperature. With ``progress`` the stream also carries
+        :class:`Progress` items while the photo and prompt are read (see runtime/progress.py)."""
         eng = self.engine
         sampling = eng.sampling if sampling is None else sampling
         cache_key = None
@@ -77,9 +88,12 @@ class Session:
                 yield from self._replay(question, hit)
                 return
         with eng.lock:
-            steps = self._generate(question, max_tokens, sampling, cancelled, reasoning_budget, max_total)
+            steps = self._generate(question, max_tokens, sampling, cancelled, reasoning_budget, max_total, progress)
             answer, reasoning = [], []
             for s in steps:
+                if isinstance(s, Progress):
+                    yield s
+                    continue
                 (reasoning if s.kind == "reasoning" else answer).append(s.text)
                 yield s
                 last = s
@@ -105,11 +119,18 @@ class Session:
                    finish_reason=hit["finish_reason"], cached=True, reasoning_capped=bool(hit.get("reasoning_capped")))
         self._remember(question, hit)
 
-    def _prefill(self, question: str, timings: Timings, last_logits: str = "flag") -> tuple[int, int, object]:
-        """Bring the KV cache to this turn's full prompt; returns (n_past, prompt tokens, logits)."""
+    def _prefill(self, question: str, timings: Timings, last_logits: str = "flag", *,
+                 cancelled: Callable[[], bool] = lambda: False, track=_no_track) -> tuple[int, int, object]:
+        """Bring the KV cache to this turn's full prompt; returns (n_past, prompt tokens, logits).
+
+        ``track(phase, done, total)`` reports progress (runtime/progress.py); ``cancelled`` is
+        checked after each batch fed and right after the vision tower: it raises
+        :class:`PrefillCancelled` with engine.kv matching the cache."""
         eng, pair = self.engine, self.engine.pair
         images = [self.image.as_tuple()] if self.image is not None else []
+        track("photo", 0, 1)
         with pair.tokenize(self.prompt(question), images) as chunks:
+            track("photo", 1, 1)
             # the KV cache holds one cell per token; an image takes more cells than M-RoPE positions
             if max(chunks.n_tokens, chunks.n_pos) + 1 > pair.n_ctx:
                 raise ContextFullError(f"this conversation needs {chunks.n_tokens} tokens but the context holds "
@@ -120,21 +141,39 @@ class Session:
             n_past, start = self._rewind(items)
             fed = 0
             image_chunk = next((c for c in chunks.items if c.kind == "image"), None)
+            # photo memory: a stored prefix up to the image, or the tower's stored output
+            n_past, start = photo_memory.recall(self, items, image_chunk, n_past, start)
+            # --- progress: what this turn has left (image tokens for the tower, tokens to feed)
+            todo = items[start:]
+            has_image = any(isinstance(i, ImageItem) for i in todo)
+            n_feed = sum(image_chunk.n_tokens if isinstance(i, ImageItem) else 1 for i in todo) or 1
+            track("plan", image_chunk.n_tokens if has_image and self._embd is None else 0, n_feed)
             run: list[int] = []
-            for item in items[start:]:
+            for item in todo:
                 if isinstance(item, ImageItem):
                     if run:
-                        n_past, _ = pair.decode_tokens(run, n_past, logits="none")
-                        eng.kv += run
-                        fed += len(run)
+                        n_past, fed = self._feed(run, n_past, fed, n_feed, cancelled, track)
                         run = []
                     if self._embd is None:
+                        track("vision", 0, image_chunk.n_tokens)
                         te = time.perf_counter()
                         self._embd = pair.encode_image(image_chunk)
                         self.image_encodes += 1
                         timings.image_encode_ms += 1000 * (time.perf_counter() - te)
-                    n_past = pair.decode_image(image_chunk, self._embd, n_past)
+                        photo_memory.remember_embeddings(self, image_chunk, self._embd)
+                        track("vision", image_chunk.n_tokens, image_chunk.n_tokens)
+                        if cancelled():   # the tower cannot be stopped inside; its output is kept for next time
+                            self.last_fed_tokens = fed
+                            raise PrefillCancelled("cancelled after the vision tower")
+                    try:
+                        n_past = pair.decode_image(image_chunk, self._embd, n_past, on_batch=lambda done, base=fed: (
+                            track("prompt", base + done, n_feed), cancelled())[1])
+                    except Interrupted:
+                        pair.truncate(n_past)   # the image's cells fed so far go: the cache holds whole items
+                        self.last_fed_tokens = fed
+                        raise PrefillCancelled("cancelled while feeding the image") from None
                     eng.kv.append(item)
+                    photo_memory.remember_prefix(self)   # the cache holds exactly the shared prefix now
                     fed += image_chunk.n_tokens
                 else:
                     run.append(item)
@@ -142,10 +181,29 @@ class Session:
                 run = [eng.kv.pop()]
                 n_past -= 1
                 pair.truncate(n_past)
+            if last_logits != "all":   # all but the last batch, each followed by a cancel check
+                head = len(run) - (len(run) - 1) % pair.n_batch - 1
+                n_past, fed = self._feed(run[:head], n_past, fed, n_feed, cancelled, track)
+                run = run[head:]
             n_past, logits = pair.decode_tokens(run, n_past, logits=last_logits)
             self.last_fed_tokens = fed + len(run)
             eng.kv += run
+            track("prompt", n_feed, n_feed)
             return n_past, chunks.n_tokens, logits
+
+    def _feed(self, tokens: list[int], n_past: int, fed: int, n_feed: int, cancelled, track) -> tuple[int, int]:
+        """Feed text in the context's batches, engine.kv following each; a cancel stops between batches."""
+        eng, pair = self.engine, self.engine.pair
+        for i in range(0, len(tokens), pair.n_batch):
+            part = tokens[i:i + pair.n_batch]
+            n_past, _ = pair.decode_tokens(part, n_past, logits="none")
+            eng.kv += part
+            fed += len(part)
+            track("prompt", fed, n_feed)
+            if cancelled():
+                self.last_fed_tokens = fed
+                raise PrefillCancelled(f"cancelled after {fed} of {n_feed} prompt tokens")
+        return n_past, fed
 
     def prompt_logits(self, question: str):
         """Logits for the text this turn feeds (after the cached prefix), without generating.
@@ -154,12 +212,23 @@ class Session:
             _, _, logits = self._prefill(question, Timings(), last_logits="all")
         return logits
 
-    def _generate(self, question: str, max_tokens: int, sampling: SamplingOptions,
-                  cancelled: Callable[[], bool], reasoning_budget: int, max_total: int | None) -> Iterator[Step]:
+    def _generate(self, question: str, max_tokens: int, sampling: SamplingOptions, cancelled: Callable[[], bool],
+                  reasoning_budget: int, max_total: int | None, progress: bool = False) -> Iterator[Step | Progress]:
         pair = self.engine.pair
         timings = Timings()
         t0 = time.perf_counter()
-        n_past, prompt_tokens, _ = self._prefill(question, timings)
+        try:
+            if progress:
+                from .progress import book_for, run_prefill
+                book, key = book_for(self.engine)
+                n_past, prompt_tokens, _ = yield from run_prefill(
+                    lambda **kw: self._prefill(question, timings, **kw), cancelled, book, key)
+            else:
+                n_past, prompt_tokens, _ = self._prefill(question, timings, cancelled=cancelled)
+        except PrefillCancelled:
+            timings.prefill_ms = 1000 * (time.perf_counter() - t0)
+            yield Step("", "answer", None, 0, 0, timings, finish_reason="cancelled")
+            return
         timings.prefill_ms = 1000 * (time.perf_counter() - t0)
         history = [t for t in self.engine.kv if isinstance(t, int)]   # what the repetition penalty counts
         sampler = Sampler(pair.ll, pair.vocab, sampling, history=history, n_ctx=pair.n_ctx)

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtime.hardware import GiB, memory, plan_offload, recommend_quant
+import pytest
+
+from runtime.hardware import GiB, memory, plan_offload, quant_advice, recommend_quant
+from runtime.memory_policy import choose as choose_memory_policy, parse as parse_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 2 ** 20
@@ -32,13 +35,60 @@ def test_no_offload_without_vram():
     assert plan_offload(int(6.2 * GiB), 40, int(935 * MiB), 0) == (0, False)
 
 
-def test_recommended_quant_grows_with_memory():
-    assert recommend_quant(8 * GiB) == "Q4_K_M"
-    assert recommend_quant(16 * GiB) == "Q8_0"
-    assert recommend_quant(64 * GiB) == "F16"
+def test_recommended_quant_grows_with_vram_and_stays_small_on_a_cpu():
+    assert recommend_quant(8 * GiB, gpu=True) == "Q4_K_M"
+    assert recommend_quant(16 * GiB, gpu=True) == "Q8_0"
+    assert recommend_quant(64 * GiB, gpu=True) == "F16"
     order = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16"]
-    picks = [order.index(recommend_quant(g * GiB)) for g in range(4, 40)]
+    picks = [order.index(recommend_quant(g * GiB, gpu=True)) for g in range(4, 40)]
     assert picks == sorted(picks)
+    # a CPU-only machine: speed decides, never F16 however much RAM (and say so when RAM is short)
+    assert {recommend_quant(g * GiB) for g in (4, 8, 16, 24, 64, 256)} == {"Q4_K_M"}
+    assert "needs about" in quant_advice(4 * GiB)[1] and "needs about" not in quant_advice(16 * GiB)[1]
+
+
+MODEL = int((5.74 + 0.91) * GiB)   # the release's Q4_K_M + Q8_0 mmproj
+
+
+@pytest.mark.parametrize("ram_gib,gpu,want", [(8, False, "tight"), (12, False, "lean"), (16, False, "lean"),
+                                             (24, False, "roomy"), (64, False, "roomy"), (8, True, "roomy")])
+def test_memory_policy_follows_the_ram(ram_gib, gpu, want, monkeypatch):
+    monkeypatch.delenv("GLMV_MEMORY_POLICY", raising=False)
+    policy, why = choose_memory_policy(ram_gib * GiB, MODEL, gpu_offload=gpu)
+    assert policy.name == want, (policy, why)
+    assert why
+    # the smaller the machine, never a larger footprint: roomy maps and repacks (two copies)
+    if ram_gib <= 8 and not gpu:
+        assert policy.load != "mmap"
+
+
+def test_memory_policy_forced_and_parsed(monkeypatch):
+    monkeypatch.setenv("GLMV_MEMORY_POLICY", "lean,kv=q8_0,repack=off")
+    policy, why = choose_memory_policy(64 * GiB, MODEL)
+    assert (policy.load, policy.repack, policy.kv, why) == ("direct", False, "q8_0", "GLMV_MEMORY_POLICY")
+    for bad in ("huge", "lean,kv=q4", "lean,mmap=yes"):
+        with pytest.raises(ValueError):
+            parse_policy(bad)
+
+
+def test_cgroup_limit_is_read():
+    """A process in a memory cgroup sees its limit, not the machine's RAM (the 8 GiB benchmark
+    runs the CLI that way; so do containers): a child put in a 3 GiB cgroup v1 says 3 GiB."""
+    base = Path("/sys/fs/cgroup/memory")
+    if not os.access(base, os.W_OK):
+        pytest.skip("no writable cgroup v1 memory hierarchy here")
+    cg = base / f"glmv-test-{os.getpid()}"
+    cg.mkdir()
+    try:
+        (cg / "memory.limit_in_bytes").write_text(str(3 * GiB))
+        code = ("import os,sys; open(sys.argv[1] + '/cgroup.procs', 'w').write(str(os.getpid()));"
+                "from runtime.hardware import usable_ram; print(usable_ram())")
+        out = subprocess.run([sys.executable, "-c", code, str(cg)], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout) == 3 * GiB
+    finally:
+        cg.rmdir()
 
 
 def test_memory_is_read():

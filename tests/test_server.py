@@ -40,10 +40,13 @@ def _wait_state(url: str, headers: dict | None = None, timeout: float = 30) -> d
 @pytest.fixture(scope="module")
 def srv(converted, tmp_path_factory):
     conv = converted("Q8_0", "Q8_0")
-    h = server.run("127.0.0.1", 0, model_dir=conv.text_path.parent, data_dir=tmp_path_factory.mktemp("data"),
-                   max_body_bytes=MAX_BODY, queue_limit=4)
-    st = _wait_state(h.url)
-    assert st["state"] == "ready", st
+    with pytest.MonkeyPatch.context() as mp:
+        # photo memory off: each test here reads the sample afresh (reopening: tests/test_photo_memory.py)
+        mp.setenv("GLMV_PHOTO_MEMORY", "0")
+        h = server.run("127.0.0.1", 0, model_dir=conv.text_path.parent, data_dir=tmp_path_factory.mktemp("data"),
+                       max_body_bytes=MAX_BODY, queue_limit=4)
+        st = _wait_state(h.url)
+        assert st["state"] == "ready", st
     yield h
     h.stop()
     assert not h.thread.is_alive()
@@ -148,7 +151,10 @@ def test_app_flow_upload_ask_read_plate_export(srv):
         assert r.headers["content-type"].startswith("text/event-stream")
         ev = _events(r)
     assert ev[-1]["type"] == "done" and ev[-1]["image_encodes"] == 1 and ev[-1]["completion_tokens"] <= 10
-    assert all(e["type"] == "piece" and e["kind"] == "answer" for e in ev[:-1])
+    # reading the photo streams progress first (tests/test_progress.py checks it in detail)
+    n_progress = next(i for i, e in enumerate(ev) if e["type"] != "progress")
+    assert n_progress > 0 and ev[n_progress - 1]["phase"] == "prompt"
+    assert all(e["type"] == "piece" and e["kind"] == "answer" for e in ev[n_progress:-1])
     info = requests.get(srv.url + f"api/sessions/{sid}").json()
     assert [m["role"] for m in info["messages"]] == ["user", "assistant"] and info["image_encodes"] == 1
 

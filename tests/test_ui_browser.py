@@ -559,3 +559,41 @@ def test_first_run_demo_model_reads_the_sample_plate(browser, tmp_path):
         if ctx is not None:
             ctx.close()
         _stop_serve(p)
+
+
+def test_ui_progress_bar_until_the_first_token(served, browser, tmp_path):
+    """While the real server reads a photo the reply shows a bar with the phase and the time left
+    (or that it is being estimated); it goes when the answer starts. A photo of its own, so the
+    vision tower runs (a photo seen before is remembered and skips it)."""
+    from PIL import Image
+    from conftest import test_image
+    photo = tmp_path / "fresh.png"
+    Image.fromarray(test_image(672, 448, seed=7)).save(photo)
+    ctx, page, problems = _page(browser, "en-US")
+    try:
+        page.goto(served)
+        sync_api.expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=180_000)
+        # every label and width the bar shows, in order (labels are replaced, never edited)
+        page.evaluate("""() => { window.__bar = [];
+          new MutationObserver((recs) => { for (const r of recs) {
+            const t = r.target;
+            if (t.classList?.contains("progress-label") && r.addedNodes.length)
+              window.__bar.push([t.textContent, t.closest(".progress").getAttribute("aria-valuenow"),
+                                 t.closest(".msg").querySelector(".text").textContent]); } })
+            .observe(document.body, {subtree: true, childList: true}); }""")
+        page.set_input_files("#file", str(photo))
+        page.fill("#question", "What is on the plate?")
+        page.click("#send")
+        reply = page.locator(".msg.assistant").last
+        sync_api.expect(reply).to_have_attribute("data-state", "done", timeout=120_000)
+        seen = page.evaluate("window.__bar")
+        labels = [s[0] for s in seen]
+        assert any(x.startswith("Looking at the photo (vision tower) — ") for x in labels), labels
+        assert any(x.startswith("Reading the question — ") for x in labels), labels
+        assert all(x.endswith(("estimating the time…", "s left")) for x in labels), labels
+        assert all(0 <= int(s[1]) <= 100 for s in seen) and all(s[2] == "" for s in seen)   # before any text
+        assert reply.locator(".progress").count() == 0                   # gone once the answer came
+        sync_api.expect(reply.locator(".meta")).to_be_visible()
+        assert not problems, problems
+    finally:
+        ctx.close()

@@ -406,6 +406,11 @@ async function ask() {
       body: JSON.stringify(askBody(question)),
     });
     for await (const ev of sseEvents(resp)) {
+      if (ev.type === "progress") {   // reading the photo and prompt: a bar until the first token
+        showProgress(reply, ev);
+        continue;
+      }
+      clearProgress(reply);
       if (ev.type === "piece" && ev.kind === "reasoning") {
         if (!reasoning) {
           // reasoning is long and secondary: collapsed by default, but its summary line says it is
@@ -446,12 +451,47 @@ async function ask() {
       showError(e);
     }
   } finally {
+    clearProgress(reply);
     // a stream that broke or was stopped mid-reasoning must not keep saying it is running
     if (reasoning) setReasoningSummary(reasoning.parentElement, false);
     running = null;
     updateButtons();
     $("#question").focus();
   }
+}
+
+// Progress while the photo and prompt are read (minutes on a laptop CPU): the phase, a bar, and
+// the time left as this machine measured it on earlier photos ("estimating…" the first time).
+// The bar follows the whole reading when the server has an estimate, else the current phase.
+function showProgress(reply, ev) {
+  let box = reply.querySelector(".progress");
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "progress";
+    box.setAttribute("role", "progressbar");
+    box.setAttribute("aria-valuemin", "0");
+    box.setAttribute("aria-valuemax", "100");
+    const label = document.createElement("div");
+    label.className = "progress-label";
+    const track = document.createElement("div");
+    track.className = "progress-track";
+    track.append(document.createElement("div"));
+    box.append(label, track);
+    reply.insertBefore(box, reply.querySelector(".text"));
+  }
+  const frac = ev.fraction ?? (ev.total > 0 ? ev.done / ev.total : 0);
+  const pct = Math.max(0, Math.min(100, Math.round(frac * 100)));
+  box.dataset.phase = ev.phase;
+  box.setAttribute("aria-valuenow", String(pct));
+  box.querySelector(".progress-track > div").style.width = pct + "%";
+  const label = box.querySelector(".progress-label");
+  label.replaceChildren(i18nEl("span", "progress." + ev.phase), " — ",
+    ev.eta_s == null ? i18nEl("span", "progress.estimating")
+      : i18nEl("span", "progress.left", { s: Math.max(1, Math.round(ev.eta_s)) }));
+  box.setAttribute("aria-label", label.textContent);
+}
+function clearProgress(reply) {
+  reply.querySelector(".progress")?.remove();
 }
 
 // the reasoning block's summary: "Reasoning… N characters so far" while it streams, then "Reasoning"
