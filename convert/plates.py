@@ -945,16 +945,8 @@ def write_samples(out_dir: str | Path, size: tuple[int, int] = SAMPLE_SIZE) -> l
     return written
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    part = path.with_name(path.name + ".part")
-    try:
-        with open(part, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    from .converter import atomic_write_bytes   # the project's one atomic write (imported late: gguf is heavy)
+    atomic_write_bytes(path, data)
 
 
 def write_set(out_dir: str | Path, count: int, seed: int, *, size=DEFAULT_SIZE, lang: str | None = None,
