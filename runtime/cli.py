@@ -51,7 +51,7 @@ def _check_args(a) -> None:
     if not hasattr(a, "greedy"):
         return
     from runtime.sampling import SamplingOptions
-    _sampling(a, type("NoModel", (), {"sampling": SamplingOptions()}))
+    _resolve_sampling(a, SamplingOptions())
     if getattr(a, "think_budget", 0) < 0:
         raise UsageError(f"--think-budget must be 0 or more, not {a.think_budget}")
 
@@ -163,9 +163,13 @@ _FLAG_NAMES = {"temperature": "--temperature", "top_p": "--top-p", "top_k": "--t
 
 def _sampling(a, eng, **extra):
     """The model's own sampling settings with what the command line overrides (--greedy etc.)."""
+    return _resolve_sampling(a, eng.sampling, **extra)
+
+
+def _resolve_sampling(a, base, **extra):
     try:
-        return eng.sampling.with_(names=_FLAG_NAMES, greedy=a.greedy, temperature=a.temperature, top_p=a.top_p,
-                                  top_k=a.top_k, repeat_penalty=a.repeat_penalty, seed=a.seed, **extra)
+        return base.with_(names=_FLAG_NAMES, greedy=a.greedy, temperature=a.temperature, top_p=a.top_p,
+                          top_k=a.top_k, repeat_penalty=a.repeat_penalty, seed=a.seed, **extra)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -314,7 +318,6 @@ def cmd_read_plate(a) -> int:
     from runtime import images, plate
     from runtime.model_files import manifest_quant
     from runtime.paths import data_dir
-    from runtime.sampling import SamplingOptions
     text, mmproj = locate_pair(a)
     budget = pixel_budget(a, text)
     for p in a.photos:   # every photo checked before the model loads; each is decoded again when read

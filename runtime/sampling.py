@@ -78,15 +78,23 @@ LIMITS: tuple[tuple[str, float, float, str], ...] = (
 )
 
 
+class SettingError(ValueError):
+    """A sampling setting out of range; ``name`` is what the caller's face calls it."""
+
+    def __init__(self, message: str, name: str):
+        super().__init__(message)
+        self.name = name
+
+
 def check(opts: SamplingOptions, names: Mapping[str, str] | None = None) -> SamplingOptions:
     """``opts`` if every setting is in range, else a ValueError naming the first one that is not
     (as ``names`` calls it, else by its field name)."""
     for name, lo, hi, meaning in LIMITS:
         v, shown = getattr(opts, name), (names or {}).get(name, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or not lo <= v <= hi:
-            raise ValueError(f"{shown} must be a number from {lo:g} to {hi:g} ({meaning}), not {v!r}")
+            raise SettingError(f"{shown} must be a number from {lo:g} to {hi:g} ({meaning}), not {v!r}", shown)
         if name in ("top_k", "seed") and int(v) != v:
-            raise ValueError(f"{shown} must be a whole number, not {v!r}")
+            raise SettingError(f"{shown} must be a whole number, not {v!r}", shown)
     return opts
 
 

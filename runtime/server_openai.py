@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from .images import DEFAULT_PIXEL_BUDGET, ImageError, prepare
 from .openai_choices import run_choices  # noqa: F401 - the server's entry point for n choices and stops
-from .sampling import DEFAULT_REASONING_BUDGET, SamplingOptions
+from .sampling import DEFAULT_REASONING_BUDGET, SamplingOptions, SettingError
 
 
 class RequestError(ValueError):
@@ -200,8 +200,8 @@ def _sampling(body: dict, defaults: SamplingOptions) -> SamplingOptions:
     names = {name: field for field, name in SAMPLING_FIELDS}
     try:
         return defaults.with_(names=names, **given, json_schema=schema)
-    except ValueError as e:   # the message starts with the field's name (sampling.check)
-        raise RequestError(str(e), str(e).split(" ", 1)[0]) from None
+    except SettingError as e:
+        raise RequestError(str(e), e.name) from None
 
 
 # --- which request fields are served -------------------------------------------------------------

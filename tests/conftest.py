@@ -43,3 +43,19 @@ def test_image(width: int = 168, height: int = 112, seed: int = 0) -> np.ndarray
 
 
 test_image.__test__ = False  # a helper, not a test
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """``arr`` (HxWx3 uint8) as PNG file bytes, as a photo arrives from disk or an upload."""
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """The test image as a prepared photo: 168×112, so nothing resizes it anywhere."""
+    from runtime import images
+    return images.prepare(png_bytes(test_image()), name="test.png")

@@ -3,16 +3,14 @@ answers exactly as before, and a bad, foreign, read-only or full store only cost
 from __future__ import annotations
 
 import errno
-import io
 import multiprocessing
 import os
 import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import test_image
+from conftest import png_bytes, test_image
 from runtime import images, photo_memory
 from runtime.engine import Engine, EngineOptions
 from runtime.photo_memory import PhotoMemory, parse_size
@@ -21,15 +19,6 @@ from runtime.sampling import SamplingOptions
 SEEDED = SamplingOptions(temperature=1.0, top_p=0.9, seed=42)
 
 
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def photo():
-    return images.prepare(_png(test_image()), name="test.png")
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +91,8 @@ def test_reopen_in_another_engine_skips_tower_and_prompt(pair_files, photo, refe
 def test_other_photo_budget_or_model_does_not_hit(pair_files, photo, tmp_path):
     folder = tmp_path / "pm"
     _fill(pair_files, folder, photo)
-    others = [images.prepare(_png(test_image(seed=1)), name="other.png"),
-              images.prepare(_png(test_image()), name="small.png", pixel_budget=12 * images.TOKEN_PIXELS)]
+    others = [images.prepare(png_bytes(test_image(seed=1)), name="other.png"),
+              images.prepare(png_bytes(test_image()), name="small.png", pixel_budget=12 * images.TOKEN_PIXELS)]
     eng = _engine(pair_files, folder)
     try:
         for other in others:
@@ -285,7 +274,7 @@ def _glmv(pair_dir, photo_file, question: str, data, *extra: str) -> dict:
 def test_glmv_ask_remembers_the_photo_across_processes(pair_files, tmp_path):
     """The CLI keeps the memory in its data folder by default; --no-cache turns it off."""
     photo_file = tmp_path / "plate.png"
-    photo_file.write_bytes(_png(test_image()))
+    photo_file.write_bytes(png_bytes(test_image()))
     pair_dir, data = os.path.dirname(pair_files[0]), tmp_path / "data"
     first = _glmv(pair_dir, photo_file, "Serial?", data)
     assert first["image_encodes"] == 1 and (data / "photo-memory").is_dir()

@@ -4,15 +4,13 @@ render of the whole conversation, turn 2 with thinking on computes what transfor
 and the model's own sampling settings are the runtime's defaults (real llama.cpp throughout)."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import reference as ref
 from conftest import test_image
-from runtime import chat_template, images
+from runtime import chat_template
 from runtime.generate import Timings, decode_stream
 from runtime.sampling import SamplingOptions
 from runtime.session import ImageItem
@@ -34,13 +32,6 @@ def engine(release_ckpt, tmp_path_factory):
     eng = Engine(conv.text_path, conv.mmproj_path, EngineOptions(n_ctx=2048, f32_kv=True, n_threads=2))
     yield eng
     eng.close()
-
-
-@pytest.fixture(scope="module")
-def photo():
-    buf = io.BytesIO()
-    Image.fromarray(test_image()).save(buf, "PNG")
-    return images.prepare(buf.getvalue(), name="test.png")   # 168×112: no resize anywhere
 
 
 IMG_Q = [{"type": "image"}, {"type": "text", "text": "What is the serial number?"}]

@@ -1,30 +1,18 @@
 """The runtime on real llama.cpp (tiny synthetic model): sessions, prompts, generation control."""
 from __future__ import annotations
 
-import io
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import reference as ref
 from conftest import test_image
-from runtime import chat_template, images
+from runtime import chat_template
 from runtime.engine import Engine, EngineOptions
 from runtime.generate import Timings, decode_stream
 from runtime.sampling import SamplingOptions
 from runtime.session import ContextFullError
 
 
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def photo():
-    return images.prepare(_png(test_image()), name="test.png")  # 168×112: no resize anywhere
 
 
 @pytest.fixture(scope="module")
