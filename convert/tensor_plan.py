@@ -94,11 +94,13 @@ STORAGE_POLICY: tuple[tuple[str, str], ...] = (
     (r".*", "quant"),
 )
 
-# File types we can write directly. K-quants go through llama.cpp's own quantizer afterwards.
+# File types we can write directly. The others go through llama.cpp's own quantizer afterwards
+# (its K-quant mixes and fallbacks). Q4_0 and IQ4_NL are there for CPUs: ggml repacks both into
+# interleaved AVX2/AVX-512 layouts at load (docs/benchmarks.md compares them with Q4_K_M).
 DIRECT_TYPES: dict[str, Q] = {"F32": Q.F32, "F16": Q.F16, "BF16": Q.BF16, "Q8_0": Q.Q8_0}
-FILE_TYPE_IDS: dict[str, int] = {"F32": 0, "F16": 1, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17,
-                                 "Q6_K": 18, "BF16": 32}
-TEXT_QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")
+FILE_TYPE_IDS: dict[str, int] = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17,
+                                 "Q6_K": 18, "IQ4_NL": 25, "BF16": 32}
+TEXT_QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "IQ4_NL")
 MMPROJ_QUANTS = ("F32", "F16", "Q8_0")
 
 

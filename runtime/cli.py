@@ -48,6 +48,11 @@ def _check_args(a) -> None:
             parse(forced)
         except ValueError as e:
             raise UsageError(f"GLMV_MEMORY_POLICY: {e}") from None
+    from runtime.llama_model import VISION_FLASH_ATTN_ENV, vision_flash_attn_setting
+    try:
+        vision_flash_attn_setting()
+    except ValueError as e:
+        raise UsageError(f"{VISION_FLASH_ATTN_ENV}: {e}") from None
     if not hasattr(a, "greedy"):
         return
     from runtime.sampling import SamplingOptions
@@ -580,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="Hugging Face GLM-4.6V checkpoint → text GGUF + mmproj GGUF")
     c.add_argument("src")
     c.add_argument("--out", required=True)
-    c.add_argument("--quant", default="Q4_K_M", help="F32 F16 BF16 Q8_0 Q6_K Q5_K_M Q4_K_M (default Q4_K_M)")
+    c.add_argument("--quant", default="Q4_K_M", help="F32 F16 BF16 Q8_0 Q6_K Q5_K_M Q4_K_M Q4_0 IQ4_NL (default Q4_K_M)")
     c.add_argument("--mmproj-quant", default="Q8_0", help="F32 F16 Q8_0 (default Q8_0)")
     c.add_argument("--name", help="base name of the output files (default: the source folder's name)")
     c.add_argument("--threads", type=int)

@@ -35,6 +35,7 @@ class EngineOptions:
     photo_memory_dir: Path | None = None
     photo_memory_bytes: int | None = None  # its bound; None: $GLMV_PHOTO_MEMORY or 2 GiB; 0 turns it off
     memory: "MemoryPolicy | None" = None  # how the weights sit in RAM; None: chosen from this machine's RAM
+    vision_flash_attn: str | None = None  # auto | on | off; None: $GLMV_VISION_FLASH_ATTN, else auto
 
 
 class Engine:
@@ -58,7 +59,7 @@ class Engine:
                               n_threads=self.options.n_threads or physical_cores(),
                               n_gpu_layers=self.n_gpu_layers, mmproj_on_gpu=self.mmproj_on_gpu,
                               f32_kv=self.options.f32_kv, progress=self.options.progress,
-                              memory=self.memory_policy)
+                              memory=self.memory_policy, vision_flash_attn=self.options.vision_flash_attn)
         self.load_ms = 1000 * (time.perf_counter() - t0)
         self.template = self.text_info.get("tokenizer.chat_template") or ""
         # the model authors' sampling settings (general.sampling.*); greedy for a file without them

@@ -84,13 +84,29 @@ class Chunks:
         self.close()
 
 
+# flash attention in the vision tower (mtmd's flash_attn_type). "auto" lets mtmd try it at the
+# first encode and keep it where the backend supports it (every CPU build does); the setting
+# exists so the benchmark and the parity test can compare both ways (docs/benchmarks.md).
+VISION_FLASH_ATTN = {"auto": -1, "on": 1, "off": 0}
+VISION_FLASH_ATTN_ENV = "GLMV_VISION_FLASH_ATTN"
+
+
+def vision_flash_attn_setting(value: str | None = None) -> str:
+    """``value``, else $GLMV_VISION_FLASH_ATTN, else "auto"; a ValueError names what is allowed."""
+    v = (value or os.environ.get(VISION_FLASH_ATTN_ENV) or "auto").strip().lower()
+    if v not in VISION_FLASH_ATTN:
+        raise ValueError(f"vision flash attention {v!r}: say one of {', '.join(VISION_FLASH_ATTN)}")
+    return v
+
+
 class LlamaPair:
     """llama_model + llama_context + mtmd_context for one GGUF pair."""
 
     def __init__(self, text_path: str | Path, mmproj_path: str | Path | None, *, n_ctx: int = 4096,
                  n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
                  mmproj_on_gpu: bool = False, f32_kv: bool = False, image_max_tokens: int | None = None,
-                 image_min_tokens: int | None = None, progress=None, memory=None):
+                 image_min_tokens: int | None = None, progress=None, memory=None,
+                 vision_flash_attn: str | None = None):
         self.ll = import_llama_cpp()
         from llama_cpp import mtmd_cpp
         self.mtmd = mtmd_cpp
@@ -146,6 +162,7 @@ class LlamaPair:
             mp2 = mtmd_cpp.mtmd_context_params_default()
             mp2.use_gpu = mmproj_on_gpu
             mp2.n_threads = threads
+            mp2.flash_attn_type = VISION_FLASH_ATTN[vision_flash_attn_setting(vision_flash_attn)]
             mp2.print_timings = False
             mp2.warmup = False
             # mtmd resizes a GLM-4V image itself to 8…4096 tokens with its own rounding; images.prepare

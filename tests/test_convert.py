@@ -149,6 +149,21 @@ def test_k_quant_through_llama_quantizer_runs_with_an_image(tiny_ckpt, tmp_path)
     assert steps[-1].timings.image_encode_ms > 0
 
 
+@pytest.mark.parametrize("quant, block_type", [("Q4_0", "Q4_0"), ("IQ4_NL", "IQ4_NL")])
+def test_cpu_quants_through_llama_quantizer(tiny_ckpt, tmp_path, quant, block_type):
+    """The two 4-bit types ggml repacks for CPUs are offered, and the file really holds them."""
+    from runtime.engine import Engine
+    r = convert(tiny_ckpt, tmp_path, quant=quant, mmproj_quant="Q8_0", progress=False)
+    types = [t.tensor_type.name for t in gguf.GGUFReader(r.text_path).tensors]
+    assert types.count(block_type) >= len(types) // 3, types
+    eng = Engine(r.text_path, r.mmproj_path)
+    try:
+        steps = list(eng.ask(None, "Hello", max_tokens=4))
+    finally:
+        eng.close()
+    assert steps[-1].finish_reason in ("stop", "length")
+
+
 def test_v4_dialect_converts_to_identical_tensors(tmp_path):
     from convert.synth import make_checkpoint
     outs = []

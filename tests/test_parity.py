@@ -29,8 +29,9 @@ def _record(key: str, value: float) -> None:
     REPORT.write_text(json.dumps(_figures, indent=2, sort_keys=True))
 
 
-def _open(conv, f32_kv=True) -> LlamaPair:
-    return LlamaPair(conv.text_path, conv.mmproj_path, n_ctx=512, f32_kv=f32_kv, n_threads=2)
+def _open(conv, f32_kv=True, vision_flash_attn=None) -> LlamaPair:
+    return LlamaPair(conv.text_path, conv.mmproj_path, n_ctx=512, f32_kv=f32_kv, n_threads=2,
+                     vision_flash_attn=vision_flash_attn)
 
 
 def text_case(src, conv):
@@ -51,7 +52,7 @@ def _greedy_llama(pair: LlamaPair, prompt_ids, n_past: int, n: int, last_logits=
     return out
 
 
-def image_case(src, conv):
+def image_case(src, conv, vision_flash_attn=None):
     """(hf ids, hf logits, llama logits on the same positions, hf embd, llama embd, continuations)."""
     src = str(src)
     img = test_image()
@@ -63,7 +64,7 @@ def image_case(src, conv):
     hf_embd = ref.image_embeddings(src, inputs["pixel_values"], grid)
     text = ref.hf_tokenizer(src).apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
                                                      enable_thinking=False)
-    with _open(conv) as pair:
+    with _open(conv, vision_flash_attn=vision_flash_attn) as pair:
         prompt = text.replace("<|begin_of_image|><|image|><|end_of_image|>", pair.marker)
         h, w = img.shape[:2]
         with pair.tokenize(prompt, [(w, h, img.tobytes())]) as chunks:
@@ -118,6 +119,22 @@ def test_image_parity(tiny_ckpt, converted, quant, embd_limit, logit_limit):
     if quant == "F32":
         hf_cont = ref.greedy(str(tiny_ckpt), ids, 16, inputs["pixel_values"], inputs["image_grid_thw"])
         assert cont == hf_cont, "greedy image+text continuation differs"
+
+
+@pytest.mark.parametrize("vision_flash_attn", ["on", "off"])
+def test_image_parity_vision_flash_attention(tiny_ckpt, converted, vision_flash_attn):
+    """The vision tower with flash attention forced on and off (the default, auto, turns it on
+    on a CPU): both within the F32 limits, both with transformers' greedy continuation."""
+    conv = converted("F32", "F32")
+    ids, hf_l, got_l, hf_e, got_e, cont, inputs = image_case(tiny_ckpt, conv, vision_flash_attn)
+    e_err, l_err = ref.rel_l2(got_e, hf_e), ref.rel_l2(got_l, hf_l)
+    _record(f"image_embd_F32_vision_fa_{vision_flash_attn}", e_err)
+    _record(f"image_text_logits_F32_vision_fa_{vision_flash_attn}", l_err)
+    print(f"vision flash attention {vision_flash_attn}: image embeddings rel L2 {e_err:.3g}, "
+          f"image+text logits {l_err:.3g}")
+    assert e_err <= 2e-3 and l_err <= 2e-3, (e_err, l_err)
+    hf_cont = ref.greedy(str(tiny_ckpt), ids, 16, inputs["pixel_values"], inputs["image_grid_thw"])
+    assert cont == hf_cont, "greedy image+text continuation differs"
 
 
 def test_negative_control_without_qk_permutation(tiny_ckpt, converted):
