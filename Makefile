@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml portable_build/llama_build.py
 	$(BIN)/python -m portable_build.llama_build > $(VENV)/llama-wheel.txt
 	$(BIN)/python -m pip install -q --no-deps --force-reinstall "$$(cat $(VENV)/llama-wheel.txt)"
 	$(BIN)/python -m pip install -q -e '.[test,bundle]'
-	$(BIN)/python -c "import runtime.backends as b; b.import_llama_cpp(); print('llama.cpp CPU variant:', b.ensure_loaded().cpu_variant)"
+	$(BIN)/python -c "import runtime.llama.backends as b; b.import_llama_cpp(); print('llama.cpp CPU variant:', b.ensure_loaded().cpu_variant)"
 	touch $(STAMP)
 
 demo: setup
@@ -59,8 +59,8 @@ bench: setup
 # self-test checks. docs/demo-model.md says what each step does.
 PLATE_RUN ?= build/plate-model
 plate-model: setup
-	$(BIN)/python -m convert.train_plates $(PLATE_RUN) --steps 1300 --batch 8 --seed 0
-	$(BIN)/python -m convert.plate_release $(PLATE_RUN) assets/models/glmv-plates --quant Q8_0
+	$(BIN)/python -m convert.synthetic.train_plates $(PLATE_RUN) --steps 1300 --batch 8 --seed 0
+	$(BIN)/python -m convert.synthetic.plate_release $(PLATE_RUN) assets/models/glmv-plates --quant Q8_0
 	$(BIN)/python bench/plate_accuracy.py --count 200 --write-manifest
 
 plate-accuracy: setup

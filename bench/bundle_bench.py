@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     bundle = Path(a.bundle)
     demo = bundle / "_internal" / "demo"
-    who = {"bundle": [str(bundle / "glmv")], "source": [sys.executable, "-m", "runtime.cli"]}
+    who = {"bundle": [str(bundle / "glmv")], "source": [sys.executable, "-m", "runtime.app.cli"]}
     results: dict = {w: {"display": [], "nodisplay": []} for w in who}
     for i in range(a.runs):
         for w, cmd in who.items():   # alternate, so drift in machine load hits both alike

@@ -14,7 +14,7 @@ llama.cpp build tree (that tree is configured with LLAMA_BUILD_TOOLS=OFF, so it 
 target); if that compile fails we fall back to ``llama_cpp.llama_model_quantize``, the C function
 llama-quantize itself calls. Their converter does not know our synthetic tokenizer's
 pre-tokenizer hash, so its runner patches ``TextModel.get_vocab_base_pre`` to return "glm4".
-Both outputs are then loaded with ``runtime.llama_model.LlamaPair`` (n_ctx=256) as a sanity check.
+Both outputs are then loaded with ``runtime.llama.pair.LlamaPair`` (n_ctx=256) as a sanity check.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ cv.main()
 # Fallback for llama-quantize: the same C entry point, through our llama-cpp-python build.
 QUANT_PY = """
 import os, sys
-from runtime.backends import import_llama_cpp
+from runtime.llama.backends import import_llama_cpp
 ll = import_llama_cpp()
 p = ll.llama_model_quantize_default_params()
 p.ftype = 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
@@ -70,7 +70,7 @@ sys.exit(ll.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), p))
 
 LOAD = """
 import sys
-from runtime.llama_model import LlamaPair
+from runtime.llama.pair import LlamaPair
 p = LlamaPair(sys.argv[1], sys.argv[2], n_ctx=256)
 print("n_vocab", p.n_vocab, "n_embd", p.n_embd); p.close()
 """
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     cache = a.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
-    from convert.synth import make_checkpoint
+    from convert.synthetic.synth import make_checkpoint
     print(f"[bench] checkpoint {a.size} …", file=sys.stderr)
     ckpt = make_checkpoint(cache / f"ckpt-{a.size}", a.size, seed=0)
     ckpt_mib = sum(p.stat().st_size for p in ckpt.glob("*.safetensors")) / MiB

@@ -81,7 +81,7 @@ def warm(paths: list[Path]) -> None:
 
 def run(cfg: Config, model_dir: Path, ctx: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), GLMV_VISION_FLASH_ATTN=cfg.vision_fa, **dict(cfg.env))
-    cmd = [sys.executable, "-m", "runtime.cli", "ask", str(PHOTO), QUESTION, "--json", "--model-dir", str(model_dir),
+    cmd = [sys.executable, "-m", "runtime.app.cli", "ask", str(PHOTO), QUESTION, "--json", "--model-dir", str(model_dir),
            "--no-cache", "--greedy", "--max-tokens", str(MAX_TOKENS), "--threads", str(cfg.threads),
            "--ctx", str(ctx), "--progress", "off"]
     if cfg.image_tokens:

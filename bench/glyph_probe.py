@@ -1,7 +1,7 @@
 """Can a reader learn the plates' glyphs from dense per-character targets within the training budget?
 
 A diagnostic for the demo model (docs/demo-model.md, section 3c). It trains only a *reader* on
-``convert.plate_task.glyph_targets`` — for every merged image token (28x28 px) and each of its 2x4
+``convert.synthetic.plate_task.glyph_targets`` — for every merged image token (28x28 px) and each of its 2x4
 slots, which printed character (or none) sits there — and prints, every ``--every`` steps, the
 slot accuracy on the slots that hold a character and how often the reader says "none" there:
 
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from convert import plate_task as task  # noqa: E402
-from convert import plates  # noqa: E402
+from convert.synthetic import plate_task as task  # noqa: E402
+from convert.synthetic import plates  # noqa: E402
 
 CELL = 28
 
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
             return mlp(torch.from_numpy(x))
     opt = torch.optim.AdamW(params, lr=a.lr)
     weight = torch.ones(classes)
-    weight[task.NO_GLYPH] = 0.1   # as convert.train_plates.EMPTY_SLOT_WEIGHT
+    weight[task.NO_GLYPH] = 0.1   # as convert.synthetic.train_plates.EMPTY_SLOT_WEIGHT
     print("| step | plates | s | loss | accuracy on printed slots | 'none' said on printed slots |")
     print("|---:|---:|---:|---:|---:|---:|")
     t0 = time.monotonic()

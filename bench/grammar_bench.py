@@ -1,6 +1,6 @@
 """What holding an answer to a JSON schema costs per token on the release's vocabulary size.
 
-The token guard and the grammar (runtime/grammar.py) look at every candidate token each step, so
+The token guard and the grammar (runtime/engine/grammar.py) look at every candidate token each step, so
 their cost grows with the vocabulary, not the network: a synthetic model with tiny layers and the
 release's 151,552-token vocabulary shows it without the real weights. Prints a table (median and
 spread of ``--runs`` runs, each mode measured in the same process) and the ratio.
@@ -16,12 +16,12 @@ import statistics
 import time
 from pathlib import Path
 
-from convert import synth
+from convert.synthetic import synth
 from convert.converter import convert
-from runtime import plate
-from runtime.engine import Engine, EngineOptions
-from runtime.generate import collect
-from runtime.sampling import SamplingOptions
+from runtime.tasks import plate
+from runtime.engine.engine import Engine, EngineOptions
+from runtime.engine.generate import collect
+from runtime.engine.sampling import SamplingOptions
 
 RELEASE_VOCAB = 151552
 

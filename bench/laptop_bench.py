@@ -44,7 +44,7 @@ def _run(model_dir: str, photo: str, policy: str, limit: int | None, ctx: int) -
         stdin = "".join(q + "\n" for q in QUESTIONS)
         results, t0 = [], time.perf_counter()
         # one process, two questions: the follow-up reuses the session (its KV cache)
-        p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "chat", photo, "--json", "--model-dir", model_dir,
+        p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "chat", photo, "--json", "--model-dir", model_dir,
                               "--ctx", str(ctx), "--max-tokens", str(MAX_TOKENS), "--no-cache", "--greedy"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                              preexec_fn=lambda: (cg / "cgroup.procs").write_text(str(os.getpid())))

@@ -1,5 +1,5 @@
 """Photo memory benchmark: time to first token the first time a photo is asked about, and when it is
-reopened in another process (runtime/photo_memory.py), measured in the same run.
+reopened in another process (runtime/engine/photo_memory.py), measured in the same run.
 
     PYTHONPATH=. .venv/bin/python bench/photo_memory_bench.py [--size tiny|medium] [--text T --mmproj M]
         [--runs 5] [--threads 2] [--budget 1024] [--json OUT]
@@ -31,9 +31,9 @@ QUESTION = "What is the serial number?"
 
 CHILD = r"""
 import json, sys, time
-from runtime.engine import Engine, EngineOptions
-from runtime import images
-from runtime.demo_model import sample_plate
+from runtime.engine.engine import Engine, EngineOptions
+from runtime.engine import images
+from runtime.tasks.demo_check import sample_plate
 text, mmproj, folder, threads, budget = sys.argv[1:6]
 img = images.load(sample_plate()[0], pixel_budget=int(budget) * images.TOKEN_PIXELS)
 eng = Engine(text, mmproj, EngineOptions(n_ctx=8192, n_threads=int(threads), cache_dir=None,

@@ -2,7 +2,7 @@
 
     python bench/plate_accuracy.py [--count 200] [--model-dir assets/models/glmv-plates] [--hf DIR] [--out FILE]
 
-Generates ``--count`` plates from the held-out set seed (``convert.plate_task.HELDOUT_SET_SEED``, never
+Generates ``--count`` plates from the held-out set seed (``convert.synthetic.plate_task.HELDOUT_SET_SEED``, never
 used in training) at the generator's default difficulty and size, then reads every one twice:
 
 1. ``glmv read-plate --json`` on the converted GGUF pair (llama.cpp, the schema grammar) — one process
@@ -28,18 +28,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from convert import plate_task as task  # noqa: E402
-from runtime import plate as plate_schema  # noqa: E402
+from convert.synthetic import plate_task as task  # noqa: E402
+from runtime.tasks import plate as plate_schema  # noqa: E402
 
 KEYS = [k for k, _ in plate_schema.FIELDS] + ["other"]
 CHECK_THRESHOLD = 0.95   # a field the self-test holds the demo model to
 
 
 def heldout(out: Path, count: int) -> list[dict]:
-    """The held-out set, written like ``python -m convert.plates OUT --count N --seed 7``."""
+    """The held-out set, written like ``python -m convert.synthetic.plates OUT --count N --seed 7``."""
     index = out / "plates.jsonl"
     if not index.is_file():
-        subprocess.run([sys.executable, "-m", "convert.plates", str(out), "--count", str(count),
+        subprocess.run([sys.executable, "-m", "convert.synthetic.plates", str(out), "--count", str(count),
                         "--seed", str(task.HELDOUT_SET_SEED)], check=True, cwd=ROOT)
     rows = [json.loads(x) for x in index.read_text(encoding="utf-8").splitlines()]
     return rows[:count]
@@ -55,7 +55,7 @@ def score(truth: dict, got: dict | None) -> dict[str, bool]:
 
 def read_glmv(model_dir: Path, photos: list[Path], data_dir: Path) -> tuple[list[dict], float]:
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "runtime.cli", "read-plate", "--model-dir", str(model_dir), "--json",
+    cmd = [sys.executable, "-m", "runtime.app.cli", "read-plate", "--model-dir", str(model_dir), "--json",
            "--no-cache", "--data-dir", str(data_dir), *map(str, photos)]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if p.returncode != 0:
@@ -72,7 +72,7 @@ def read_transformers(hf_dir: Path, photos: list[Path], budget: int) -> tuple[li
     from tokenizers import Tokenizer
     from transformers import Glm4vForConditionalGeneration
 
-    from runtime import images
+    from runtime.engine import images
     torch.set_num_threads(os.cpu_count() or 2)
     model = Glm4vForConditionalGeneration.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
     tok = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
         print(f"\nserial exact, glmv − transformers: {d:+.1f} points; identical readings on "
               f"{100 * res['same_reading']:.1f} % of plates; glmv {g_s:.0f} s, transformers {res['transformers_seconds']:.0f} s")
     if a.write_manifest:
-        from convert.converter import atomic_write_text
+        from runtime.common.files import atomic_write_text
         man_path = model_dir / "manifest.json"
         man = json.loads(man_path.read_text())
         g = res["glmv"]
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
                            **{k: round(g[k], 4) for k in ("serial_exact", "all_fields_exact", "field_accuracy")},
                            "fields_exact": {k: round(v, 4) for k, v in g["fields_exact"].items()}}
         # the self-test's reference: the shipped path's reading of the bundled sample plate
-        from runtime.demo_model import sample_plate
+        from runtime.tasks.demo_check import sample_plate
         photo, _ = sample_plate()
         s_read, _ = read_glmv(model_dir, [photo], tmp / "data-sample")
         man["sample_reading"] = {"photo": photo.name, "fields": s_read[0]}
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         res["plates"] = [{"file": r["file"], "truth": r["fields"], "glmv": g,
                           **({"transformers": t_read[i]} if "transformers" in res else {})}
                          for i, (r, g) in enumerate(zip(rows, g_read))]
-        from convert.converter import atomic_write_text
+        from runtime.common.files import atomic_write_text
         atomic_write_text(Path(a.out), json.dumps(res, ensure_ascii=False, indent=1) + "\n")
     return 0
 

@@ -58,10 +58,10 @@ if os.environ.get("BENCH_CLIP_FA"):          # diagnostic only: flash attention 
     def _fa():
         p = _d(); p.flash_attn_type = 1; return p
     mtmd_cpp.mtmd_context_params_default = _fa
-from runtime.engine import Engine, EngineOptions
-from runtime import images
-from runtime.backends import ensure_loaded
-from runtime.sampling import Sampler, SamplingOptions
+from runtime.engine.engine import Engine, EngineOptions
+from runtime.engine import images
+from runtime.llama.backends import ensure_loaded
+from runtime.engine.sampling import Sampler, SamplingOptions
 text, mmproj, png, threads, n, q1, q2 = sys.argv[1:8]
 img = images.load(png, pixel_budget=int(sys.argv[8]))
 eng = Engine(text, mmproj, EngineOptions(n_ctx=8192, n_threads=int(threads), cache_dir=None))
@@ -94,7 +94,7 @@ def gguf_pair(size: str, cache: Path) -> tuple[Path, Path]:
     if text and mm:
         return text[0], mm[0]
     from convert.converter import convert
-    from convert.synth import make_checkpoint
+    from convert.synthetic.synth import make_checkpoint
     ckpt = cache / f"ckpt-{size}"
     if not (ckpt / ".synth-complete.json").exists():
         make_checkpoint(ckpt, size, seed=0)
@@ -104,7 +104,7 @@ def gguf_pair(size: str, cache: Path) -> tuple[Path, Path]:
 
 def mtmd_cli(cache: Path, variant: str) -> Path:
     """Compile llama-mtmd-cli once; a run folder with it and only our CPU variant's library."""
-    from runtime.backends import lib_dir
+    from runtime.llama.backends import lib_dir
     exe, src, libs = cache / "tools" / "llama-mtmd-cli", vendored_source(), lib_dir()
     if not exe.is_file():
         exe.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +192,7 @@ def compare(label, exe, pair, img, png: Path, a) -> dict:
     """Items 1-4 for one image: --runs fresh processes per side, alternating."""
     from PIL import Image
     Image.frombytes("RGB", (img.width, img.height), img.rgb).save(png)
-    from runtime.engine import Engine, EngineOptions
+    from runtime.engine.engine import Engine, EngineOptions
     eng = Engine(*pair, EngineOptions(n_ctx=512, n_threads=1))
     template = eng.session(img).prompt(Q1).replace(eng.pair.marker + Q1, "{{ messages[0]['content'] }}")
     eng.close()
@@ -231,8 +231,8 @@ def compare(label, exe, pair, img, png: Path, a) -> dict:
 
 CURVE_CODE = r"""
 import json, sys
-from runtime.engine import Engine, EngineOptions
-from runtime import images
+from runtime.engine.engine import Engine, EngineOptions
+from runtime.engine import images
 text, mmproj, photo, threads, tok = sys.argv[1:6]
 eng = Engine(text, mmproj, EngineOptions(n_ctx=8192, n_threads=int(threads), cache_dir=None))
 for budget in (64, int(tok)):  # the first ask is a warm-up (first-encode allocations), not reported
@@ -335,8 +335,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, metavar="OUT")
     a = ap.parse_args(argv)
     from PIL import Image
-    from runtime import images
-    from runtime.backends import ensure_loaded
+    from runtime.engine import images
+    from runtime.llama.backends import ensure_loaded
     cache = a.cache.resolve()
     work = cache / f"runtime-{a.size}"
     work.mkdir(parents=True, exist_ok=True)

@@ -54,19 +54,19 @@ def main(argv=None) -> int:
     ckpt, out, logs = work / "checkpoint", work / "gguf", work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     res: dict = {"machine": machine()}
-    res["synth"] = measure([PY, "-m", "runtime.cli", "synth", str(ckpt), "--size", "full"], logs / "synth.log")
+    res["synth"] = measure([PY, "-m", "runtime.app.cli", "synth", str(ckpt), "--size", "full"], logs / "synth.log")
     res["checkpoint_bytes"] = tree_bytes(ckpt)
     shutil.rmtree(out, ignore_errors=True)
     disk = DiskPeak(out)
     disk.start()
-    res["convert"] = measure([PY, "-m", "runtime.cli", "convert", str(ckpt), "--out", str(out), "--quant", "Q4_K_M",
+    res["convert"] = measure([PY, "-m", "runtime.app.cli", "convert", str(ckpt), "--out", str(out), "--quant", "Q4_K_M",
                               "--mmproj-quant", "Q8_0", "--name", "glmv-full", "--json"], logs / "convert.log")
     disk.stop.set()
     disk.join()
     res["convert_peak_disk_bytes"] = disk.peak
     res["outputs"] = {f.name: f.stat().st_size for f in sorted(out.glob("*.gguf"))}
     t0 = time.perf_counter()
-    res["ask"] = measure([PY, "-m", "runtime.cli", "ask", str(ROOT / "assets/samples/plate-synthetic.jpg"),
+    res["ask"] = measure([PY, "-m", "runtime.app.cli", "ask", str(ROOT / "assets/samples/plate-synthetic.jpg"),
                           "What is the serial number?", "--model-dir", str(out), "--json",
                           "--max-tokens", str(a.max_tokens)], logs / "ask.log")
     res["ask"]["wall_incl_load_s"] = round(time.perf_counter() - t0, 1)

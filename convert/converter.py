@@ -10,7 +10,6 @@ import errno
 import hashlib
 import json
 import os
-import threading
 import re
 import shutil
 import sys
@@ -20,10 +19,11 @@ from pathlib import Path
 
 import gguf
 
-from .errors import ConversionError
-from .gguf_files import mmproj_metadata, text_metadata, write_gguf
-from .hf_checkpoint import ModelSpec, SourceTensor, load_spec, open_tensors
-from .tensor_plan import (DIRECT_TYPES, FILE_TYPE_IDS, MMPROJ_QUANTS, TEXT_QUANTS, PlannedTensor,
+from convert.errors import ConversionError
+from runtime.common.files import atomic_write_text, sha256_file
+from convert.gguf_files import mmproj_metadata, text_metadata, write_gguf
+from convert.hf_checkpoint import ModelSpec, SourceTensor, load_spec, open_tensors
+from convert.tensor_plan import (DIRECT_TYPES, FILE_TYPE_IDS, MMPROJ_QUANTS, TEXT_QUANTS, PlannedTensor,
                           plan_summary, source_shapes, text_plan, vision_plan)
 
 # 1.1: token types as llama.cpp's converter, rope base from rope_scaling, general.sampling.*,
@@ -54,34 +54,6 @@ def _safe_name(name: str) -> str:
 
 def output_names(name: str, quant: str, mmproj_quant: str) -> tuple[str, str]:
     return f"{name}-{quant}.gguf", f"mmproj-{name}-{mmproj_quant}.gguf"
-
-
-def sha256_file(path: Path, bufsize: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """``path`` holds either its old content or ``data``, never a mix — also when two processes
-    write it at once (each writes its own temporary file; the last rename wins whole)."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)   # a full disk or an interrupt leaves no .part behind
-        raise
 
 
 def check_sources(spec: ModelSpec, sources: dict[str, SourceTensor]) -> list[str]:
@@ -130,24 +102,19 @@ def _tensor_types(path: Path) -> dict[str, str]:
 
 def quantize_with_llama(src: Path, dst: Path, quant: str, threads: int | None = None) -> None:
     """llama.cpp's own quantizer (K-quant mixes, fallbacks) on a GGUF written by us."""
-    from runtime.backends import import_llama_cpp
-    llama_cpp = import_llama_cpp()
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = FILE_TYPE_IDS[quant]
-    params.nthread = threads or os.cpu_count() or 1
-    # process rows in slabs: without this llama.cpp holds a whole tensor in its source type *and*
-    # in f32 (4.1 GB peak for the real model's 151552×4096 embedding)
-    params.max_buf_size = QUANT_SLAB_BYTES
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params)
-    if rc != 0:
+    from runtime.llama.quantize import QuantizeError, quantize
+    try:
+        # rows in slabs: without this llama.cpp holds a whole tensor in its source type *and* in
+        # f32 (4.1 GB peak for the real model's 151552×4096 embedding)
+        quantize(src, dst, FILE_TYPE_IDS[quant], threads=threads or os.cpu_count() or 1,
+                 max_buf_size=QUANT_SLAB_BYTES)
+    except QuantizeError as e:
         _remove(dst)
         free = shutil.disk_usage(dst.parent).free
         if free < src.stat().st_size // 2:   # its output (≤ half the F16/BF16 input for K-quants) had no room
             raise ConversionError(f"disk full while llama.cpp quantized into {dst.parent} ({free / 2**20:.0f} MiB "
-                                  "free). Free space or choose another --out; no partial output was kept")
-        raise ConversionError(f"llama.cpp's quantizer failed on {src.name} (code {rc})")
-    with open(dst, "rb") as f:
-        os.fsync(f.fileno())
+                                  "free). Free space or choose another --out; no partial output was kept") from None
+        raise ConversionError(f"llama.cpp's quantizer failed on {src.name} (code {e.code})") from None
 
 
 def _write_file(kind: str, final: Path, plan: list[PlannedTensor], sources, spec, file_type: str,

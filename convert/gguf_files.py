@@ -12,10 +12,10 @@ from typing import Callable, Iterator
 import gguf
 import numpy as np
 
-from .errors import ConversionError
-from .hf_checkpoint import ModelSpec, SourceTensor, iter_rows
-from .tensor_plan import FILE_TYPE_IDS, PlannedTensor
-from .tokenizer_meta import chat_template, check_family, sampling_defaults, vocab_table
+from convert.errors import ConversionError
+from convert.hf_checkpoint import ModelSpec, SourceTensor, iter_rows
+from convert.tensor_plan import FILE_TYPE_IDS, PlannedTensor
+from convert.tokenizer_meta import chat_template, check_family, sampling_defaults, vocab_table
 
 Q = gguf.GGMLQuantizationType
 CHUNK_BYTES = 64 << 20

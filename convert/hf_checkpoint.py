@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 from gguf.utility import SafetensorsLocal
 
-from .errors import ConversionError
+from convert.errors import ConversionError
 
 # transformers 5 defines Glm46V* (model_type glm46v) for the same network as Glm4v*; the release's
 # config.json names Glm4vForConditionalGeneration. GLM-4.1V-9B-Thinking shares the architecture

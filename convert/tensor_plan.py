@@ -15,8 +15,8 @@ from typing import Callable
 import gguf
 import numpy as np
 
-from .errors import ConversionError
-from .hf_checkpoint import ModelSpec, TextHParams, VisionHParams
+from convert.errors import ConversionError
+from convert.hf_checkpoint import ModelSpec, TextHParams, VisionHParams
 
 Q = gguf.GGMLQuantizationType
 

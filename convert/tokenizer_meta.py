@@ -22,7 +22,7 @@ from pathlib import Path
 
 import gguf
 
-from .errors import ConversionError
+from convert.errors import ConversionError
 
 T = gguf.TokenType
 

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from portable_build.llama_build import write_atomic
+from runtime.common.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = Path(__file__).resolve().parent / "glmv.spec"
@@ -96,14 +96,15 @@ def make_fonts(out: Path) -> list[str]:
         if Path(licence).is_file():
             shutil.copy2(licence, out / f"{f.stem}.copyright.txt")
         shipped.append(f.name)
-    write_atomic(out / "fonts.conf", FONTS_CONF)
+    atomic_write_text(out / "fonts.conf", FONTS_CONF)
     return shipped
 
 
 def make_demo(out: Path, work: Path) -> dict:
     """The demo model (the committed glmv-plates pair, its manifest and model card) and the CPU-probe
     models, prebuilt: the bundle never writes outside data/."""
-    from runtime.demo_model import PROBE_QUANTS, build_probe_models, demo_pair, source_demo_dir
+    from convert.synthetic.probe_models import PROBE_QUANTS, build_probe_models
+    from runtime.engine.model_locator import demo_pair, source_demo_dir
     src = source_demo_dir()
     text, mmproj = demo_pair()
     out.mkdir(parents=True, exist_ok=True)
@@ -178,7 +179,7 @@ def install_layout(dist: Path, build_info: dict) -> None:
     shutil.copy2(LAYOUT / "start.sh", dist / "start.sh")
     shutil.copy2(LAYOUT / "start.bat", dist / "start.bat")
     (dist / "start.sh").chmod(0o755)
-    write_atomic(dist / "_internal" / "BUILD-INFO.json", json.dumps(build_info, indent=2))
+    atomic_write_text(dist / "_internal" / "BUILD-INFO.json", json.dumps(build_info, indent=2))
 
 
 def build(out: Path, cuda: bool = False, clean: bool = False) -> Path:

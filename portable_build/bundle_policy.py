@@ -12,15 +12,15 @@ import re
 
 # Imported by name at run time (strings, not import statements), so the analysis cannot see them.
 HIDDEN_IMPORTS: tuple[str, ...] = (
-    # uvicorn with the options runtime/server.py pins (http=h11, loop=asyncio, lifespan=on)
+    # uvicorn with the options runtime/app/server/app.py pins (http=h11, loop=asyncio, lifespan=on)
     "uvicorn.protocols.http.h11_impl", "uvicorn.lifespan.on", "uvicorn.loops.asyncio", "uvicorn.logging",
     "multipart", "python_multipart",
     # pywebview picks its GUI backend by name; we ship the Qt one only
     "webview.platforms.qt", "qtpy", "PySide6.QtWebEngineWidgets", "PySide6.QtWebEngineCore",
     "PySide6.QtWebChannel", "PySide6.QtNetwork", "PySide6.QtPrintSupport",
     # loaded lazily by the CLI (function-level imports are found, these are belt and braces)
-    "runtime.self_test", "runtime.server", "runtime.launcher", "runtime.cpu_probe", "convert.converter",
-    "convert.synth",
+    "runtime.app.self_test", "runtime.app.server.app", "runtime.app.window", "runtime.llama.cpu_probe", "convert.converter",
+    "convert.synthetic.synth", "convert.synthetic.probe_models", "runtime.tasks.read_plate",
 )
 
 # Never needed at run time: test/reference stacks, other GUI toolkits, pywebview's other backends,

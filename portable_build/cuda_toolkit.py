@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .llama_build import cuda_preflight
+from portable_build.llama_build import cuda_preflight
 
 ROOT = Path(__file__).resolve().parent.parent
 

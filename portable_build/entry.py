@@ -8,7 +8,7 @@ for _name in ("stdout", "stderr"):
     if getattr(sys, _name) is None:
         setattr(sys, _name, open(os.devnull, "w", encoding="utf-8"))
 
-from runtime.cli import main  # noqa: E402
+from runtime.app.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

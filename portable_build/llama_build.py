@@ -36,6 +36,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from runtime.common.files import atomic_write_text
+
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 # Bump when the recipe below changes in a way that changes the produced wheel.
 RECIPE_REVISION = 1
@@ -250,26 +252,13 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int
         raise SystemExit(f"build finished but no ggml-cpu variant library was found in {d / 'build'}")
     final = d / built.name
     add_libs_to_wheel(built, libs, final)
-    write_atomic(d / "complete.json", json.dumps({
+    atomic_write_text(d / "complete.json", json.dumps({
         "wheel": final.name, "version": version, "cmake_args": list(args),
         "variant_libs": [p.name for p in libs], "build_seconds": round(time.monotonic() - t0, 1),
     }, indent=2))
     shutil.rmtree(raw, ignore_errors=True)
     _log(f"built in {time.monotonic() - t0:.0f}s with {len(libs)} backend libraries: {final}")
     return final
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write, fsync, rename: a reader (or a later run) sees the old file or the whole new one.
-    Here, not in the converter's helpers: this module runs before the project's dependencies
-    are installed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def build_tool(target: str, version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False) -> Path:

@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
-    from convert.synth import make_checkpoint
+    from convert.synthetic.synth import make_checkpoint
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", "tiny", seed=0)
 
 
@@ -57,5 +57,5 @@ def png_bytes(arr: np.ndarray) -> bytes:
 @pytest.fixture(scope="module")
 def photo():
     """The test image as a prepared photo: 168×112, so nothing resizes it anywhere."""
-    from runtime import images
+    from runtime.engine import images
     return images.prepare(png_bytes(test_image()), name="test.png")

@@ -15,7 +15,7 @@ import openai
 import pytest
 import requests
 
-from runtime import server
+from runtime.app.server import app as server
 
 Q = [{"role": "user", "content": "Describe the nameplate."}]
 TOOL = {"type": "function", "function": {"name": "read", "description": "read a field",
@@ -24,7 +24,7 @@ TOOL = {"type": "function", "function": {"name": "read", "description": "read a 
 
 @pytest.fixture(scope="module")
 def srv(converted, tmp_path_factory):
-    from runtime.engine import Engine, EngineOptions
+    from runtime.engine.engine import Engine, EngineOptions
     conv = converted("Q8_0", "Q8_0")
 
     def factory(text, mmproj, progress):   # no answer cache: each choice is really generated

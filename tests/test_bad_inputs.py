@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 
 from conftest import test_image
-from runtime import images
-from runtime.images import DEFAULT_PIXEL_BUDGET, ImageError
-from runtime.model_files import ModelFileError, check_pair, verify_checksums
+from runtime.engine import images
+from runtime.engine.images import DEFAULT_PIXEL_BUDGET, ImageError
+from runtime.engine.model_files import ModelFileError, check_pair, verify_checksums
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # the truncated TIFF
@@ -430,7 +430,7 @@ def test_checksum_mismatch_passes_structure_checks_but_not_verify(good, bad_mode
 def _cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "GLMV_MODEL_DIR"}
     env.update(PYTHONPATH=str(ROOT), GLMV_DATA_DIR=str(data_dir))
-    return subprocess.run([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "runtime.app.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -507,7 +507,7 @@ def test_cli_verify_catches_a_checksum_mismatch(good, bad_models, photo, tmp_pat
 
 
 def test_size_message_never_says_a_file_is_as_big_as_the_limit():
-    from runtime.images import _too_big
+    from runtime.engine.images import _too_big
     msg = _too_big("mid.bin", 21_000_000, 20 * 2**20)
     assert "21,000,000 bytes" in msg and "20,971,520 bytes" in msg
     assert _too_big("a.jpg", 22 * 2**20, 20 * 2**20) == "a.jpg is 22.0 MB; the limit is 20.0 MB — export a smaller JPEG"
@@ -565,7 +565,7 @@ def test_cli_reports_os_errors_without_a_traceback(photo, good, tmp_path):
 # ------------------------------------------------------- after all that, llama.cpp still works
 
 def test_process_and_llama_cpp_survive_the_failures(good, bad_models):
-    from runtime.engine import Engine, EngineOptions
+    from runtime.engine.engine import Engine, EngineOptions
     for kind in ("truncated-text", "not-a-gguf", "text-only-glm4", "wrong-pairing", "missing-mmproj"):
         folder = bad_models[kind]
         with pytest.raises(ModelFileError):

@@ -13,7 +13,8 @@ from pathlib import Path
 import gguf
 import pytest
 
-from convert.converter import convert, sha256_file
+from convert.converter import convert
+from runtime.common.files import sha256_file
 from convert.errors import ConversionError
 from convert.hf_checkpoint import canonical_name, spec_from_config
 from convert.tensor_plan import plan_summary, text_plan, vision_plan
@@ -135,8 +136,8 @@ def test_manifest_and_rerun_skips(tiny_ckpt, tmp_path):
 
 
 def test_k_quant_through_llama_quantizer_runs_with_an_image(tiny_ckpt, tmp_path):
-    from runtime.engine import Engine
-    from runtime.images import load
+    from runtime.engine.engine import Engine
+    from runtime.engine.images import load
     r = convert(tiny_ckpt, tmp_path, quant="Q4_K_M", mmproj_quant="Q8_0", progress=False)
     types = {t.tensor_type.name for t in gguf.GGUFReader(r.text_path).tensors}
     assert types & {"Q4_K", "Q5_K", "Q6_K"}, types
@@ -152,7 +153,7 @@ def test_k_quant_through_llama_quantizer_runs_with_an_image(tiny_ckpt, tmp_path)
 @pytest.mark.parametrize("quant, block_type", [("Q4_0", "Q4_0"), ("IQ4_NL", "IQ4_NL")])
 def test_cpu_quants_through_llama_quantizer(tiny_ckpt, tmp_path, quant, block_type):
     """The two 4-bit types ggml repacks for CPUs are offered, and the file really holds them."""
-    from runtime.engine import Engine
+    from runtime.engine.engine import Engine
     r = convert(tiny_ckpt, tmp_path, quant=quant, mmproj_quant="Q8_0", progress=False)
     types = [t.tensor_type.name for t in gguf.GGUFReader(r.text_path).tensors]
     assert types.count(block_type) >= len(types) // 3, types
@@ -165,7 +166,7 @@ def test_cpu_quants_through_llama_quantizer(tiny_ckpt, tmp_path, quant, block_ty
 
 
 def test_v4_dialect_converts_to_identical_tensors(tmp_path):
-    from convert.synth import make_checkpoint
+    from convert.synthetic.synth import make_checkpoint
     outs = []
     for dialect in ("v4", "v5"):
         src = make_checkpoint(tmp_path / dialect / "ckpt", "tiny", seed=3, dialect=dialect)
@@ -257,7 +258,7 @@ def _limit_file_size():
 def test_error_disk_full_via_cli(tiny_ckpt, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "convert", str(tiny_ckpt), "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "convert", str(tiny_ckpt), "--out", str(out),
                         "--quant", "F32", "--mmproj-quant", "F32", "--quiet"],
                        capture_output=True, text=True, env=env, preexec_fn=_limit_file_size, timeout=120)
     assert r.returncode == 4, r.stderr
@@ -315,7 +316,7 @@ def test_out_that_is_a_file_is_a_clear_error(tiny_ckpt, tmp_path):
 
 def test_cli_convert_bad_input_exit_code(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "convert", str(tmp_path / "nope"), "--out",
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "convert", str(tmp_path / "nope"), "--out",
                         str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 3 and "source folder not found" in r.stderr and "Traceback" not in r.stderr
 
@@ -330,7 +331,7 @@ def test_manifest_is_small_and_lists_types_per_file(converted):
 def test_a_quantizer_failure_with_no_room_left_is_reported_as_disk_full(tmp_path, monkeypatch):
     from collections import namedtuple
     from convert import converter
-    from runtime.backends import import_llama_cpp
+    from runtime.llama.backends import import_llama_cpp
     llama_cpp = import_llama_cpp()
     src = tmp_path / "mid.gguf"
     src.write_bytes(b"x" * 4096)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.hardware import GiB, memory, plan_offload, quant_advice, recommend_quant
-from runtime.memory_policy import choose as choose_memory_policy, parse as parse_policy
+from runtime.engine.hardware import GiB, memory, plan_offload, quant_advice, recommend_quant
+from runtime.llama.memory_policy import choose as choose_memory_policy, parse as parse_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 2 ** 20
@@ -82,7 +82,7 @@ def test_cgroup_limit_is_read():
     try:
         (cg / "memory.limit_in_bytes").write_text(str(3 * GiB))
         code = ("import os,sys; open(sys.argv[1] + '/cgroup.procs', 'w').write(str(os.getpid()));"
-                "from runtime.hardware import usable_ram; print(usable_ram())")
+                "from runtime.engine.hardware import usable_ram; print(usable_ram())")
         out = subprocess.run([sys.executable, "-c", code, str(cg)], cwd=ROOT, capture_output=True, text=True,
                              timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)))
         assert out.returncode == 0, out.stderr
@@ -97,7 +97,7 @@ def test_memory_is_read():
 
 
 def test_doctor_json(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "doctor", "--json", "--data-dir", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "doctor", "--json", "--data-dir", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)

@@ -17,8 +17,8 @@ import math
 import pytest
 from PIL import Image
 
-from runtime import images
-from runtime.images import (DEFAULT_PIXEL_BUDGET, MAX_PIXEL_BUDGET, MIN_PIXEL_BUDGET, ImageError, grid_size,
+from runtime.engine import images
+from runtime.engine.images import (DEFAULT_PIXEL_BUDGET, MAX_PIXEL_BUDGET, MIN_PIXEL_BUDGET, ImageError, grid_size,
                             image_tokens)
 
 
@@ -61,7 +61,7 @@ def floor_fit(w: int, h: int, budget: int, m: int = 28) -> tuple[int, int]:
 
 
 def test_release_limits_are_the_preprocessor_config():
-    from convert.synth import PREPROCESSOR_CONFIG
+    from convert.synthetic.synth import PREPROCESSOR_CONFIG
     assert PREPROCESSOR_CONFIG["size"] == {"shortest_edge": T * images.RELEASE_MIN_PIXELS,
                                            "longest_edge": T * images.RELEASE_MAX_PIXELS}
     assert (MIN_PIXEL_BUDGET // 784, MAX_PIXEL_BUDGET // 784) == (8, 6144)
@@ -148,7 +148,7 @@ E2E = [((6000, 4000), "default"), ((4032, 3024), "default"), ((1000, 1000), "def
 
 @pytest.fixture(scope="module")
 def tiny_pair(converted):
-    from runtime.llama_model import LlamaPair
+    from runtime.llama.pair import LlamaPair
     conv = converted("F32", "F32")
     with LlamaPair(conv.text_path, conv.mmproj_path, n_ctx=256, n_threads=2) as pair:
         yield pair
@@ -174,7 +174,7 @@ def test_llama_cpp_counts_the_image_tokens_transformers_does(tiny_pair, photos):
 def test_without_widened_limits_mtmd_changes_the_grid(converted, photos):
     """Negative control: with mtmd's own GLM-4V limit (4096 tokens) the big photo is shrunk
     again by llama.cpp, so its token count no longer matches transformers'."""
-    from runtime.llama_model import LlamaPair
+    from runtime.llama.pair import LlamaPair
     conv = converted("F32", "F32")
     big = photos[((4032, 3024), "max")]
     with LlamaPair(conv.text_path, conv.mmproj_path, n_ctx=256, n_threads=2, image_max_tokens=4096) as pair:
@@ -185,7 +185,7 @@ def test_without_widened_limits_mtmd_changes_the_grid(converted, photos):
 def test_model_max_pixels_comes_from_the_projector(converted, tmp_path):
     """glmv convert carries preprocessor_config.json's limit into the mmproj (one frame's pixels);
     the runtime's budget never exceeds it and an explicit larger one is refused."""
-    from runtime.model_files import model_max_pixels, pixel_budget_for, read_info
+    from runtime.engine.model_files import model_max_pixels, pixel_budget_for, read_info
     conv = converted("F32", "F32")
     kv = read_info(conv.mmproj_path, "mmproj").kv
     limits = kv["clip.vision.image_min_pixels"], kv["clip.vision.image_max_pixels"]
@@ -199,6 +199,6 @@ def test_model_max_pixels_comes_from_the_projector(converted, tmp_path):
 
 def test_serve_refuses_an_out_of_range_pixel_budget_at_start(capsys):
     """Before binding or loading: otherwise every photo would get a 400 later."""
-    from runtime.cli import main
+    from runtime.app.cli import main
     assert main(["serve", "--pixel-budget", "5", "--no-window"]) == 2
     assert "--pixel-budget" in capsys.readouterr().err

@@ -25,10 +25,12 @@ import requests
 from PIL import Image
 
 from conftest import test_image
-from runtime import grammar, images, plate
-from runtime.engine import Engine, EngineOptions
-from runtime.generate import Timings, collect, decode_stream
-from runtime.sampling import SamplingOptions
+from runtime.engine import grammar
+from runtime.engine import images
+from runtime.tasks import plate
+from runtime.engine.engine import Engine, EngineOptions
+from runtime.engine.generate import Timings, collect, decode_stream
+from runtime.engine.sampling import SamplingOptions
 
 SEEDS = range(200)
 SERIAL = {"type": "object", "properties": {"serial": {"type": "string", "maxLength": 20}},
@@ -55,7 +57,7 @@ def _engine(text, mmproj) -> Engine:
 def models(converted, tmp_path_factory):
     """Two random-weight tiny models (synthetic checkpoints of seeds 0 and 1)."""
     from convert.converter import convert
-    from convert.synth import make_checkpoint
+    from convert.synthetic.synth import make_checkpoint
     conv0 = converted("F32", "F32")
     ck1 = make_checkpoint(tmp_path_factory.mktemp("ckpt-seed1") / "tiny", "tiny", seed=1)
     conv1 = convert(ck1, tmp_path_factory.mktemp("gguf-seed1"), quant="F32", mmproj_quant="F32", progress=False)
@@ -129,7 +131,7 @@ def test_every_finished_answer_parses_and_validates(models, mode, model):
 
 def test_read_plate_always_parses_and_validates(models, photo, tmp_path):
     """read-plate through the CLI's own function; a cut answer carries the CLI's warning."""
-    from runtime.cli import read_plate_photo
+    from runtime.tasks.read_plate import read_plate_photo
     path = tmp_path / "plate.png"
     Image.fromarray(test_image()).save(path)
     tally: Counter = Counter()
@@ -151,7 +153,7 @@ def test_read_plate_always_parses_and_validates(models, photo, tmp_path):
 
 
 def test_a_cut_answer_says_length(models, photo, tmp_path):
-    from runtime.cli import read_plate_photo
+    from runtime.tasks.read_plate import read_plate_photo
     path = tmp_path / "plate.png"
     Image.fromarray(test_image()).save(path)
     r, last = read_plate_photo(models[0], path, photo, max_tokens=12, use_cache=False, log=tmp_path / "r.jsonl",
@@ -353,7 +355,7 @@ def test_box_markers_never_land_inside_json(box_models, kind):
 # --- the API, as a client would call it ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def api(converted, tmp_path_factory):
-    from runtime import server
+    from runtime.app.server import app as server
     conv = converted("F32", "F32")
     h = server.run("127.0.0.1", 0, model_dir=conv.text_path.parent, data_dir=tmp_path_factory.mktemp("data"))
     for _ in range(600):

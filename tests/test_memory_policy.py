@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import reference as ref
-from runtime.engine import Engine, EngineOptions
-from runtime.memory_policy import POLICIES, parse
+from runtime.engine.engine import Engine, EngineOptions
+from runtime.llama.memory_policy import POLICIES, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "What is the rated voltage? 额定电压是多少？"
@@ -45,12 +45,12 @@ def test_the_load_line_says_which_policy_and_why(converted, tmp_path):
     conv = converted("Q8_0", "Q8_0")
     photo = ROOT / "assets" / "samples" / "plate-synthetic.jpg"
     env = dict(os.environ, PYTHONPATH=str(ROOT), GLMV_MEMORY_POLICY="tight")
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "ask", str(photo), "Serial?", "--model-dir",
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "ask", str(photo), "Serial?", "--model-dir",
                         str(conv.text_path.parent), "--max-tokens", "4", "--data-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert "memory tight (weights read in, direct I/O, repacked, KV cache q8_0) — GLMV_MEMORY_POLICY" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "ask", str(photo), "Serial?", "--model-dir",
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "ask", str(photo), "Serial?", "--model-dir",
                         str(conv.text_path.parent), "--max-tokens", "4", "--data-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=300, env=dict(env, GLMV_MEMORY_POLICY="vast"))
     assert r.returncode == 2 and "GLMV_MEMORY_POLICY: unknown memory policy 'vast'" in r.stderr

@@ -16,7 +16,7 @@ import pytest
 
 import reference as ref
 from conftest import test_image
-from runtime.llama_model import LlamaPair
+from runtime.llama.pair import LlamaPair
 
 QUESTION = "What is the rated voltage on this nameplate? 额定电压是多少？"
 REPORT = Path(os.environ.get("GLMV_PARITY_REPORT", Path(__file__).parent.parent / "build" / "parity.json"))

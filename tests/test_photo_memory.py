@@ -1,4 +1,4 @@
-"""Photo memory (runtime/photo_memory.py): a reopened photo skips the vision tower and the prompt,
+"""Photo memory (runtime/engine/photo_memory.py): a reopened photo skips the vision tower and the prompt,
 answers exactly as before, and a bad, foreign, read-only or full store only costs a recompute."""
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import png_bytes, test_image
-from runtime import images, photo_memory
-from runtime.engine import Engine, EngineOptions
-from runtime.photo_memory import PhotoMemory, parse_size
-from runtime.sampling import SamplingOptions
+from runtime.engine import images
+from runtime.engine import photo_memory
+from runtime.engine.engine import Engine, EngineOptions
+from runtime.engine.photo_memory import PhotoMemory, parse_size
+from runtime.engine.sampling import SamplingOptions
 
 SEEDED = SamplingOptions(temperature=1.0, top_p=0.9, seed=42)
 
@@ -158,11 +159,11 @@ def test_read_only_folder_disables_storing_with_one_note(pair_files, photo, refe
     for d in (folder, empty):
         d.chmod(0o555)
     if os.access(empty, os.W_OK):   # root writes anyway: make the write fail as a read-only medium does
-        from convert import converter
+        from runtime.common import files
 
         def refuse(path, data):
             raise OSError(errno.EROFS, "Read-only file system", str(path))
-        monkeypatch.setattr(converter, "atomic_write_bytes", refuse)
+        monkeypatch.setattr(files, "atomic_write_bytes", refuse)
     try:
         eng = _engine(pair_files, empty)
         try:
@@ -264,7 +265,7 @@ def _glmv(pair_dir, photo_file, question: str, data, *extra: str) -> dict:
     from conftest import ROOT
     env = {k: v for k, v in os.environ.items() if k not in ("GLMV_MODEL_DIR", "GLMV_PHOTO_MEMORY")}
     env.update(PYTHONPATH=str(ROOT), GLMV_DATA_DIR=str(data))
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "ask", str(photo_file), question, "--model-dir",
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "ask", str(photo_file), question, "--model-dir",
                         str(pair_dir), "--json", "--max-tokens", "6", "--greedy", *extra],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from runtime import plate
+from runtime.tasks import plate
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "assets" / "samples" / "plate-synthetic.jpg"
@@ -65,7 +65,7 @@ def test_implausible_values_become_warnings(kw, needle):
 def test_read_plate_cli_output_always_valid_against_the_schema(converted, tmp_path):
     conv = converted("Q8_0", "Q8_0")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "read-plate", str(SAMPLE), "--model-dir",
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "read-plate", str(SAMPLE), "--model-dir",
                         str(conv.text_path.parent), "--json", "--data-dir", str(tmp_path), "--no-cache"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -78,7 +78,7 @@ def test_read_plate_cli_output_always_valid_against_the_schema(converted, tmp_pa
     assert len(log) == 1 and log[0]["photo_sha256"] and log[0]["model"] == conv.text_path.name
     assert log[0]["quant"] == "Q8_0" and log[0]["raw"] == out["raw"]
     # CSV: a header and one row per photo
-    r2 = subprocess.run([sys.executable, "-m", "runtime.cli", "read-plate", str(SAMPLE), str(SAMPLE), "--model-dir",
+    r2 = subprocess.run([sys.executable, "-m", "runtime.app.cli", "read-plate", str(SAMPLE), str(SAMPLE), "--model-dir",
                          str(conv.text_path.parent), "--csv", "--data-dir", str(tmp_path)],
                         capture_output=True, text=True, env=env, timeout=300)
     rows = list(csv.reader(io.StringIO(r2.stdout)))

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convert import plate_task as task
-from convert import plates
-from runtime import plate as plate_schema
-from runtime.demo_model import checked_fields, compare, demo_manifest, demo_pair, sample_plate, source_demo_dir
+from convert.synthetic import plate_task as task
+from convert.synthetic import plates
+from runtime.tasks import plate as plate_schema
+from runtime.engine.model_locator import demo_manifest, demo_pair, source_demo_dir
+from runtime.tasks.demo_check import checked_fields, compare, sample_plate
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = source_demo_dir()
@@ -63,7 +64,7 @@ def test_task_tokenizer_spells_every_digit_alone_in_hf_and_llama_cpp(tok):
 
 
 def test_training_conversation_is_exactly_the_runtime_prompt():
-    from runtime import chat_template
+    from runtime.engine import chat_template
     template = (HF / "chat_template.jinja").read_text()
     f = plates.make_fields(5, "en").fields
     turns = [task.read_plate_turn(f), task.Turn("What is the serial number?", f["serial_number"])]
@@ -97,7 +98,8 @@ def test_patchify_is_the_hf_image_processor():
 
 def test_training_runs_saves_hf_layout_and_releases(tmp_path, monkeypatch):
     """Two optimizer steps end to end: data, model, curve, HF save, release, then glmv reads with it."""
-    from convert import plate_release, train_plates
+    from convert.synthetic import plate_release
+    from convert.synthetic import train_plates
     monkeypatch.setattr(train_plates, "CURVE_PLATES", 2)
     s = train_plates.train(tmp_path / "run", steps=2, batch=2, seed=0, lr=1e-3, eval_every=1, threads=2,
                            vision_lr_scale=0.5, qa_share=0.5, glyph_weight=0.5)
@@ -118,7 +120,7 @@ def test_training_runs_saves_hf_layout_and_releases(tmp_path, monkeypatch):
     from transformers import Glm4vForConditionalGeneration
     Glm4vForConditionalGeneration.from_pretrained(str(out / "hf"))   # loads without missing weights
     photo = ROOT / "assets" / "samples" / "plate-en-metal.jpg"
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "read-plate", "--model-dir", str(out), "--json",
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "read-plate", "--model-dir", str(out), "--json",
                         "--no-cache", "--max-tokens", "64", "--data-dir", str(tmp_path / "data"), str(photo)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -169,7 +171,7 @@ def test_checked_fields_are_what_the_measurement_found(heldout_readings):
 
 
 def test_self_test_checks_the_sample_reading(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "--self-test", "--data-dir", str(tmp_path / "data")],
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "--self-test", "--data-dir", str(tmp_path / "data")],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     report = json.loads(r.stdout)
     assert r.returncode == 0 and report["ok"], json.dumps(report, indent=1)[:4000]
@@ -196,8 +198,8 @@ def test_self_test_fails_when_the_reading_is_not_the_reference(tmp_path):
     man = json.loads((copy / "manifest.json").read_text())
     man["sample_reading"]["fields"]["serial_number"] = "NOT-WHAT-IT-READS"
     (copy / "manifest.json").write_text(json.dumps(man))
-    code = ("import sys, runtime.paths as p; p.resources_dir = lambda: __import__('pathlib').Path(sys.argv[1]); "
-            "from runtime import self_test; sys.exit(self_test.run(sys.argv[2]))")
+    code = ("import sys, runtime.common.paths as p; p.resources_dir = lambda: __import__('pathlib').Path(sys.argv[1]); "
+            "from runtime.app import self_test; sys.exit(self_test.run(sys.argv[2]))")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(tmp_path / "data")], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     report = json.loads(r.stdout)
@@ -207,7 +209,7 @@ def test_self_test_fails_when_the_reading_is_not_the_reference(tmp_path):
 
 
 def test_glmv_demo_shows_each_field_beside_the_truth(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "demo", "--data-dir", str(tmp_path / "data")],
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "demo", "--data-dir", str(tmp_path / "data")],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "has learned the" in r.stderr and "SYNTHETIC" in r.stderr

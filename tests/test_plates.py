@@ -1,4 +1,4 @@
-"""The synthetic nameplate generator (convert/plates.py): determinism, schema keys, plausibility under
+"""The synthetic nameplate generator (convert/synthetic/plates.py): determinism, schema keys, plausibility under
 the runtime's own checker, legibility of what the ground truth claims is printed, the CLI's atomic output."""
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from convert import plates
-from runtime import plate as rp
+from convert.synthetic import plates
+from runtime.tasks import plate as rp
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "assets" / "samples"
@@ -205,7 +205,7 @@ def test_without_a_cjk_font_plates_are_english_with_a_note(monkeypatch):
 
 def test_cli_writes_images_and_ground_truth_atomically(tmp_path):
     out = tmp_path / "set"
-    r = subprocess.run([sys.executable, "-m", "convert.plates", str(out), "--count", "3", "--seed", "5",
+    r = subprocess.run([sys.executable, "-m", "convert.synthetic.plates", str(out), "--count", "3", "--seed", "5",
                         "--size", "336x252", "--difficulty", "0.4"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr

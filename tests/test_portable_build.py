@@ -154,7 +154,8 @@ def test_cuda_runtime_libraries_are_bundled_once_under_the_names_the_backend_lin
 @pytest.mark.parametrize("qt_rel", ["PySide6/Qt", "PySide6"])   # Linux layout, Windows layout
 def test_frozen_window_gets_explicit_webengine_paths_in_either_qt_layout(qt_rel, tmp_path, monkeypatch):
     import sys
-    from runtime import launcher, paths
+    from runtime.app import window as launcher
+    from runtime.common import paths
     qt = tmp_path / qt_rel
     (qt / "resources").mkdir(parents=True)
     monkeypatch.setattr(sys, "frozen", True, raising=False)

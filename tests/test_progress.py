@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from conftest import test_image  # noqa: E402
-from runtime import images  # noqa: E402
-from runtime.engine import Engine, EngineOptions  # noqa: E402
-from runtime.generate import Progress  # noqa: E402
+from runtime.engine import images  # noqa: E402
+from runtime.engine.engine import Engine, EngineOptions  # noqa: E402
+from runtime.engine.generate import Progress  # noqa: E402
 
 BATCH = 32          # a small llama.cpp batch, so that a short prompt spans many batches
 QUESTION = "Describe the plate in detail. " * 12
@@ -169,7 +169,7 @@ def _cli_env(tmp_path):
 
 
 def _cli_args(conv, photo_path, *extra):
-    return [sys.executable, "-m", "runtime.cli", "ask", str(photo_path), "What is it?", "--model-dir",
+    return [sys.executable, "-m", "runtime.app.cli", "ask", str(photo_path), "What is it?", "--model-dir",
             str(conv.text_path.parent), "--pixel-budget", str(672 * 448), "--max-tokens", "3", "--no-cache", *extra]
 
 
@@ -228,7 +228,7 @@ def test_cli_draws_a_bar_on_a_terminal(converted, cli_photo, tmp_path):
 def test_app_api_events_and_openai_comments(converted, tmp_path, cli_photo):
     import base64
     import requests
-    from runtime import server
+    from runtime.app.server import app as server
     conv = converted("Q8_0", "Q8_0")
     h = server.run("127.0.0.1", 0, model_dir=conv.text_path.parent, data_dir=tmp_path / "data")
     try:
@@ -294,7 +294,7 @@ def _cancel_latency(eng, img, where: str, question: str = "What is the serial nu
 
 
 if __name__ == "__main__":
-    from runtime.cli import find_pair
+    from runtime.engine.model_locator import find_pair
     text, mmproj = find_pair(Path(sys.argv[1]))
     eng = Engine(text, mmproj, EngineOptions(n_ctx=4096))
     img = images.prepare(Path(ROOT / "assets/samples/plate-synthetic.jpg").read_bytes(), name="plate.jpg")

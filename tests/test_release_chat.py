@@ -10,24 +10,24 @@ import pytest
 
 import reference as ref
 from conftest import test_image
-from runtime import chat_template
-from runtime.generate import Timings, decode_stream
-from runtime.sampling import SamplingOptions
-from runtime.session import ImageItem
+from runtime.engine import chat_template
+from runtime.engine.generate import Timings, decode_stream
+from runtime.engine.sampling import SamplingOptions
+from runtime.engine.session import ImageItem
 
 IMAGE_SPAN = chat_template.IMAGE_SPAN
 
 
 @pytest.fixture(scope="module")
 def release_ckpt(tmp_path_factory):
-    from convert.synth import make_checkpoint
+    from convert.synthetic.synth import make_checkpoint
     return make_checkpoint(tmp_path_factory.mktemp("rel") / "release", "tiny", seed=0, dialect="release")
 
 
 @pytest.fixture(scope="module")
 def engine(release_ckpt, tmp_path_factory):
     from convert.converter import convert
-    from runtime.engine import Engine, EngineOptions
+    from runtime.engine.engine import Engine, EngineOptions
     conv = convert(release_ckpt, tmp_path_factory.mktemp("rel-gguf"), quant="F32", mmproj_quant="F32", progress=False)
     eng = Engine(conv.text_path, conv.mmproj_path, EngineOptions(n_ctx=2048, f32_kv=True, n_threads=2))
     yield eng
@@ -154,7 +154,7 @@ def test_turn_two_with_thinking_matches_transformers(engine, photo, release_ckpt
     # negative control: transformers given the conversation with the turn-1 reasoning kept (what
     # the old synthetic template rendered, and what the cache held before it was cut back) is
     # far from these rows — so the comparison tells the two renderings apart
-    from convert.synth import CHAT_TEMPLATE as OLD
+    from convert.synthetic.synth import CHAT_TEMPLATE as OLD
     kept = ref.hf_tokenizer(src).apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                     enable_thinking=True, chat_template=OLD)
     kept = list(kept["input_ids"] if hasattr(kept, "keys") else kept)
@@ -172,8 +172,8 @@ def test_model_defaults_are_the_release_settings(engine):
 def test_cli_api_and_window_answer_alike(engine, photo):
     """No sampling fields anywhere: the session default, the API's parse and the CLI's parse
     all resolve to the model's own settings (so the three faces give one answer)."""
-    from runtime import server_openai as oai
-    from runtime.cli import _sampling, build_parser
+    from runtime.app.server import openai_api as oai
+    from runtime.app.cli import _sampling, build_parser
     a = build_parser().parse_args(["ask", "p.jpg", "q"])
     assert _sampling(a, engine) == engine.sampling
     req = oai.parse_chat({"messages": [{"role": "user", "content": "q"}]}, n_ctx=2048, defaults=engine.sampling)

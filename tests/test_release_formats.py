@@ -88,7 +88,7 @@ def differing_ids(a: list[int], b: list[int]) -> list[int]:
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> Path:
-    from convert.synth import make_checkpoint
+    from convert.synthetic.synth import make_checkpoint
     return make_checkpoint(tmp_path_factory.mktemp("relfmt") / "release", "tiny", seed=0, dialect="release")
 
 
@@ -99,7 +99,7 @@ def ours(release, tmp_path_factory):
     import subprocess
     from types import SimpleNamespace
     out = tmp_path_factory.mktemp("ours")
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "convert", str(release), "--out", str(out), "--quant",
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "convert", str(release), "--out", str(out), "--quant",
                         "F32", "--mmproj-quant", "F32", "--quiet", "--json"], capture_output=True, text=True,
                        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
     assert r.returncode == 0, r.stderr
@@ -343,7 +343,7 @@ QUESTION = "What is the rated voltage on this nameplate? 额定电压是多少�
 
 def _text_logits(src: Path, text_path: Path, mmproj_path: Path):
     import reference as ref
-    from runtime.llama_model import LlamaPair
+    from runtime.llama.pair import LlamaPair
     ids = ref.chat_ids(str(src), [{"role": "user", "content": QUESTION}])
     with LlamaPair(text_path, mmproj_path, n_ctx=512, f32_kv=True, n_threads=2) as pair:
         _, got = pair.decode_tokens(ids, 0, logits="all")

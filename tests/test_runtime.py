@@ -6,11 +6,11 @@ import pytest
 
 import reference as ref
 from conftest import test_image
-from runtime import chat_template
-from runtime.engine import Engine, EngineOptions
-from runtime.generate import Timings, decode_stream
-from runtime.sampling import SamplingOptions
-from runtime.session import ContextFullError
+from runtime.engine import chat_template
+from runtime.engine.engine import Engine, EngineOptions
+from runtime.engine.generate import Timings, decode_stream
+from runtime.engine.sampling import SamplingOptions
+from runtime.engine.session import ContextFullError
 
 
 

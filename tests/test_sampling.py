@@ -7,9 +7,9 @@ import ctypes
 import numpy as np
 import pytest
 
-from runtime.backends import import_llama_cpp
-from runtime.generate import Timings, decode_stream
-from runtime.sampling import GGUF_DEFAULTS, Sampler, SamplingOptions, model_defaults
+from runtime.llama.backends import import_llama_cpp
+from runtime.engine.generate import Timings, decode_stream
+from runtime.engine.sampling import GGUF_DEFAULTS, Sampler, SamplingOptions, model_defaults
 
 RELEASE = SamplingOptions(temperature=0.8, top_p=0.6, top_k=2, repeat_penalty=1.1)   # the model card's
 
@@ -131,7 +131,7 @@ def test_overrides_and_their_checks():
 
 @pytest.fixture(scope="module")
 def engine(converted):
-    from runtime.engine import Engine, EngineOptions
+    from runtime.engine.engine import Engine, EngineOptions
     conv = converted("F32", "F32")
     eng = Engine(conv.text_path, conv.mmproj_path, EngineOptions(n_ctx=2048))
     yield eng
@@ -139,7 +139,7 @@ def engine(converted):
 
 
 def _answer(engine, opts: SamplingOptions, question="Describe the nameplate.") -> str:
-    from runtime.generate import collect
+    from runtime.engine.generate import collect
     answer, _, _ = collect(engine.session(None).ask(question, max_tokens=24, sampling=opts, use_cache=False))
     return answer
 
@@ -152,7 +152,7 @@ def test_same_seed_same_answer_other_seeds_differ(engine):
 
 
 def test_answers_with_a_seed_are_cached(converted, tmp_path):
-    from runtime.engine import Engine, EngineOptions
+    from runtime.engine.engine import Engine, EngineOptions
     conv = converted("F32", "F32")
     eng = Engine(conv.text_path, conv.mmproj_path, EngineOptions(n_ctx=1024, cache_dir=tmp_path / "c"))
     try:
@@ -211,8 +211,8 @@ def test_reasoning_budget_closes_the_reasoning_and_the_answer_still_comes(engine
 
 def test_out_of_range_settings_are_refused_by_their_own_names(capsys):
     """Before any model loads (the CLI exits 2 at once), and as a 400 naming the API's field."""
-    from runtime import server_openai as oai
-    from runtime.cli import main
+    from runtime.app.server import openai_api as oai
+    from runtime.app.cli import main
     for flags, name in ((["--top-k", "-3"], "--top-k"), (["--temperature", "9"], "--temperature"),
                         (["--repeat-penalty", "0"], "--repeat-penalty"), (["--think", "--think-budget", "-1"],
                                                                           "--think-budget")):

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import requests
 
-from runtime import server
+from runtime.app.server import app as server
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "assets" / "samples" / "plate-synthetic.jpg"
@@ -182,7 +182,7 @@ def test_app_flow_upload_ask_read_plate_export(srv):
 
 
 def test_csv_export_cells_are_not_formulas():
-    from runtime import plate
+    from runtime.tasks import plate
     r = plate.PlateReading({"manufacturer": "=HYPERLINK(\"x\")", "serial_number": "-A1", "rated_voltage": "-20 °C",
                             "power": "+40"})
     row = list(csv.reader(io.StringIO(plate.to_csv([("@photo.jpg", r)], formula_safe=True))))[1]
@@ -294,7 +294,7 @@ def test_model_load_progress_reaches_status(converted, tmp_path):
     """The fractions llama.cpp reports while it loads the weights reach the server's progress
     (what the page's loading bar shows). The factory below is the server's own (a real Engine);
     it only records each fraction on its way through."""
-    from runtime.engine import Engine, EngineOptions
+    from runtime.engine.engine import Engine, EngineOptions
     conv = converted("Q8_0", "Q8_0")
     fractions: list[float] = []
 
@@ -331,7 +331,7 @@ def test_no_model_reports_where_to_put_the_files(tmp_path):
 def test_glmv_serve_prints_url_first_and_stops_on_sigterm(converted, tmp_path):
     conv = converted("Q8_0", "Q8_0")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--model-dir", str(conv.text_path.parent),
+    p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "serve", "--model-dir", str(conv.text_path.parent),
                           "--data-dir", str(tmp_path), "--no-window"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -351,7 +351,7 @@ def test_glmv_serve_beyond_loopback_prints_the_ui_address_with_its_token(tmp_pat
     """The bare URL stays the first stdout line (scripts read it); stderr names the page address
     that carries the token; that address serves the page, and the API refuses a missing token."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--host", "0.0.0.0", "--no-window",
+    p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "serve", "--host", "0.0.0.0", "--no-window",
                           "--model-dir", str(tmp_path / "no-models"), "--data-dir", str(tmp_path / "data")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -379,8 +379,8 @@ def test_glmv_serve_beyond_loopback_prints_the_ui_address_with_its_token(tmp_pat
 def test_no_model_installed_runs_the_demo_model_with_its_sample(tmp_path, monkeypatch):
     """First run, nothing installed: the built-in demo model loads, status says so, the sample plate
     is served, and reading it gives the printed values of the fields the demo model is checked on."""
-    from runtime import paths
-    from runtime.demo_model import checked_fields, sample_plate
+    from runtime.common import paths
+    from runtime.tasks.demo_check import checked_fields, sample_plate
     monkeypatch.delenv("GLMV_MODEL_DIR", raising=False)
     monkeypatch.setattr(paths, "app_dir", lambda: tmp_path / "app")    # no models/ beside the program
     h = server.run("127.0.0.1", 0, data_dir=tmp_path / "data")
@@ -406,7 +406,8 @@ def test_no_model_installed_runs_the_demo_model_with_its_sample(tmp_path, monkey
 
 def test_serve_hands_pixel_budget_to_the_app(monkeypatch):
     """`glmv serve --pixel-budget N` (documented for slow machines) reaches the server's image intake."""
-    from runtime import cli, server
+    from runtime.app import cli
+    from runtime.app.server import app as server
     seen = {}
     monkeypatch.setattr(server, "serve_forever", lambda *a, **kw: seen.update(kw))
     assert cli.main(["serve", "--no-window", "--pixel-budget", "200000"]) == 0

@@ -11,7 +11,7 @@ import pytest
 import regex
 import torch
 
-from convert import synth
+from convert.synthetic import synth
 
 transformers = pytest.importorskip("transformers")
 from transformers import AutoTokenizer, Glm4vForConditionalGeneration  # noqa: E402
@@ -274,8 +274,8 @@ def test_chat_template_multi_turn(tok):
 
 def test_release_dialect_has_the_release_formats(ckpts):
     """--dialect release: the exporter's rope dialect, unflagged box/think tokens, the GLM-4.6V family
-    template and the model card's sampling settings (convert/synth_release.py)."""
-    from convert import synth_release as rel
+    template and the model card's sampling settings (convert/synthetic/synth_release.py)."""
+    from convert.synthetic import synth_release as rel
     d = ckpts["release"]
     tc = json.loads((d / "config.json").read_text())["text_config"]
     assert tc["rope_scaling"] == {"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [2, 3, 3]}
@@ -345,7 +345,7 @@ def test_ships_without_ml_packages():
     import subprocess
     import sys
 
-    code = ("import sys, convert.synth; "
+    code = ("import sys, convert.synthetic.synth; "
             "bad = {'torch', 'transformers', 'tokenizers', 'safetensors', 'regex'} & set(sys.modules); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

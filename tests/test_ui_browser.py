@@ -50,7 +50,7 @@ def _chromium() -> str:
 def _start_serve(model_dir: Path, data: Path, *extra: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`glmv serve --no-window` as a user starts it; (the process, the URL it printed first)."""
     env = dict(os.environ if env is None else env, PYTHONPATH=str(ROOT))
-    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--model-dir", str(model_dir),
+    p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "serve", "--model-dir", str(model_dir),
                           "--data-dir", str(data), "--no-window", *extra], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env)
     url = p.stdout.readline().strip()
@@ -539,13 +539,13 @@ def test_ui_opened_at_the_printed_token_address_works(converted, browser, tmp_pa
 def test_first_run_demo_model_reads_the_sample_plate(browser, tmp_path):
     """Nothing installed: the page says the built-in demo model is running, opens its sample plate
     with one click, and the table shows what is printed for the fields the demo model is checked on."""
-    from runtime import plate as plate_schema
-    from runtime.demo_model import checked_fields, sample_plate
+    from runtime.tasks import plate as plate_schema
+    from runtime.tasks.demo_check import checked_fields, sample_plate
     if any((ROOT / "models").glob("*.gguf")):
         pytest.skip("a model is installed in models/: not a first run")
     env = {k: v for k, v in os.environ.items() if k != "GLMV_MODEL_DIR"}
     env["PYTHONPATH"] = str(ROOT)
-    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--data-dir", str(tmp_path / "data"),
+    p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "serve", "--data-dir", str(tmp_path / "data"),
                           "--no-window"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     ctx = None
     try:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from xdisplay import xvfb_display
 
-from runtime.launcher import TITLE, TOKEN_ENV, WINDOW_FLAG, qt_defaults
+from runtime.app.window import TITLE, TOKEN_ENV, WINDOW_FLAG, qt_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "assets" / "samples" / "plate-synthetic.jpg"
@@ -36,7 +36,7 @@ TOKEN = "window-test-token"
 
 def _serve(conv, tmp_path, env, *extra):
     env = dict(env, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--model-dir", str(conv.text_path.parent),
+    p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "serve", "--model-dir", str(conv.text_path.parent),
                           "--data-dir", str(tmp_path), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=env)
     url = p.stdout.readline().strip()

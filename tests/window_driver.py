@@ -2,7 +2,7 @@
 
     python tests/window_driver.py URL PHOTO SCREENSHOT.png
 
-Opens the window through ``runtime.launcher.run_window`` (the launcher's own code: title, size,
+Opens the window through ``runtime.app.window.run_window`` (the launcher's own code: title, size,
 Qt environment defaults, the token from the environment), then, from pywebview's worker thread,
 runs the user's flow with ``window.evaluate_js`` in the page itself: a PNG file is dropped on the
 window (Qt drag and drop events, as from the desktop), then the photo goes in through the page's
@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runtime.launcher import run_window  # noqa: E402
+from runtime.app.window import run_window  # noqa: E402
 
 STEP_TIMEOUT_S = float(os.environ.get("GLMV_DRIVER_STEP_TIMEOUT", "180"))
 T0 = time.monotonic()

@@ -1,6 +1,6 @@
 // glmv UI: photo → (rotate / crop on a canvas) → session on the local server → streamed answers,
 // nameplate table, exports. Plain JS, no framework, no build step: the page is served as-is by
-// `glmv serve` and must run offline. The server contract is described in runtime/server.py.
+// `glmv serve` and must run offline. The server contract is described in runtime/app/server/app.py.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);

@@ -1,0 +1,1 @@
+"""The demo-model lab: synthetic checkpoints, nameplate photos, the demo model's training and release."""

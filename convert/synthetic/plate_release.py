@@ -1,0 +1,75 @@
+"""Turn a ``convert.synthetic.train_plates`` run into the committed demo model folder.
+
+    python -m convert.synthetic.plate_release RUN_DIR OUT_DIR [--quant Q8_0]
+
+OUT_DIR (``assets/models/glmv-plates``) gets the HF checkpoint (``hf/``), the GGUF pair made by the
+project's own converter (the same code path as ``glmv convert``), the learning curve and training
+summary, and a ``manifest.json`` that also records the photo size the model was trained at
+(``pixel_budget``: the runtime reduces larger photos to it). The model card (``README.md``) is
+written by hand and kept. Each file is written atomically; the previous release is replaced only
+once the new one is complete.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from convert.synthetic import plate_task as task
+from convert.converter import convert
+from runtime.common.files import atomic_write_text
+
+KEEP = ("README.md",)   # hand-written, survives a re-release
+
+
+def release(run_dir: Path, out_dir: Path, quant: str = "Q8_0") -> Path:
+    hf = run_dir / "hf"
+    if not (hf / "config.json").is_file():
+        raise SystemExit(f"{hf} has no checkpoint: run `python -m convert.synthetic.train_plates {run_dir}` first")
+    part = out_dir.with_name(out_dir.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    shutil.copytree(hf, part / "hf")
+    conv = convert(part / "hf", part, quant=quant, mmproj_quant=quant, name="glmv-plates", progress=False)
+    for f in ("curve.jsonl", "train.json"):
+        if (run_dir / f).is_file():
+            shutil.copy2(run_dir / f, part / f)
+    for f in KEEP:
+        if (out_dir / f).is_file():
+            shutil.copy2(out_dir / f, part / f)
+    man_path = conv.text_path.parent / "manifest.json"
+    man = json.loads(man_path.read_text())
+    old = out_dir / "manifest.json"
+    prev = json.loads(old.read_text()) if old.is_file() else {}
+    man["pixel_budget"] = task.PIXEL_BUDGET
+    # measured by bench/plate_accuracy.py --write-manifest; kept until it is measured again
+    for k in ("checked_fields", "accuracy"):
+        if k in prev:
+            man[k] = prev[k]
+    atomic_write_text(man_path, json.dumps(man, indent=2, ensure_ascii=False) + "\n")
+    if out_dir.exists():
+        trash = out_dir.with_name(out_dir.name + ".old")
+        shutil.rmtree(trash, ignore_errors=True)
+        out_dir.rename(trash)
+        part.rename(out_dir)
+        shutil.rmtree(trash)
+    else:
+        part.rename(out_dir)
+    return out_dir
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m convert.synthetic.plate_release", description=__doc__.split("\n")[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("out_dir")
+    ap.add_argument("--quant", default="Q8_0", choices=("Q8_0", "F16"))
+    a = ap.parse_args(argv)
+    out = release(Path(a.run_dir), Path(a.out_dir), a.quant)
+    print(f"plate_release: {out} ready", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
