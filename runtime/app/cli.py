@@ -325,8 +325,7 @@ def cmd_doctor(a) -> int:
     import_llama_cpp()
     info = ensure_loaded()
     mem = hardware.memory()
-    gpus = [{"name": d.name, "description": d.description, "memory_free_mib": d.memory_free // 2**20,
-             "memory_total_mib": d.memory_total // 2**20} for d in info.gpus]
+    gpus = [d.summary() for d in info.gpus]
     from runtime.llama.memory_policy import choose as choose_memory_policy
     on_gpu = bool(info.gpus)
     quant, quant_why = hardware.quant_advice(max(d.memory_free for d in info.gpus) if on_gpu

@@ -79,6 +79,11 @@ class Device:
     memory_free: int
     memory_total: int
 
+    def summary(self) -> dict:
+        """What `glmv doctor` and the server's status say about a device."""
+        return {"name": self.name, "description": self.description, "memory_free_mib": self.memory_free // 2**20,
+                "memory_total_mib": self.memory_total // 2**20}
+
 
 @dataclass
 class BackendInfo:

@@ -203,9 +203,7 @@ class ModelHost:
             import_llama_cpp()
             info = ensure_loaded()
             self.hardware = {"cpu_variant": info.cpu_variant,
-                             "gpus": [{"name": d.name, "description": d.description,
-                                       "memory_free_mib": d.memory_free // 2**20,
-                                       "memory_total_mib": d.memory_total // 2**20} for d in info.gpus]}
+                             "gpus": [d.summary() for d in info.gpus]}
         except Exception as e:  # noqa: BLE001 - status still answers
             self.hardware = {"cpu_variant": None, "gpus": [], "error": str(e)}
 
