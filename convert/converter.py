@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -20,11 +19,13 @@ from pathlib import Path
 import gguf
 
 from convert.errors import ConversionError
-from runtime.common.files import atomic_write_text, sha256_file
 from convert.gguf_files import mmproj_metadata, text_metadata, write_gguf
 from convert.hf_checkpoint import ModelSpec, SourceTensor, load_spec, open_tensors
 from convert.tensor_plan import (DIRECT_TYPES, FILE_TYPE_IDS, MMPROJ_QUANTS, TEXT_QUANTS, PlannedTensor,
-                          plan_summary, source_shapes, text_plan, vision_plan)
+                                 file_plan, source_shapes, text_plan, vision_plan)
+from runtime.common.files import sha256_file
+from runtime.common.manifest import MANIFEST_NAME, Manifest, ManifestError
+from runtime.common.progress_bar import progress_bar
 
 # 1.1: token types as llama.cpp's converter, rope base from rope_scaling, general.sampling.*,
 # template from chat_template.json too: files from 1.0 are converted again.
@@ -70,25 +71,6 @@ def check_sources(spec: ModelSpec, sources: dict[str, SourceTensor]) -> list[str
     return sorted(set(sources) - set(expected))
 
 
-class _Progress:
-    """One progress line per file on stderr (tqdm when attached to a terminal)."""
-
-    def __init__(self, label: str, total: int, enabled: bool):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
-                            file=sys.stderr, mininterval=1.0, disable=None if sys.stderr.isatty() else False)
-
-    def __call__(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _remove(path: Path) -> None:
     try:
         path.unlink()
@@ -120,12 +102,16 @@ def quantize_with_llama(src: Path, dst: Path, quant: str, threads: int | None = 
 def _write_file(kind: str, final: Path, plan: list[PlannedTensor], sources, spec, file_type: str,
                 metadata, progress: bool, permute_qk: bool) -> None:
     part = final.with_name(final.name + ".part")
-    bar = _Progress(f"{kind} {final.name}", plan_summary(plan, file_type)["bytes"], progress)
+    fplan = file_plan(plan, file_type)   # each tensor's type and size, decided once for this file
+    # one progress line per file on stderr, counting bytes written
+    bar = progress_bar(fplan.nbytes, f"{kind} {final.name}", unit="B", unit_scale=True, unit_divisor=1024,
+                       mininterval=1.0) if progress else None
     try:
-        write_gguf(part, "glm4" if kind == "text" else "clip", plan, sources, spec, file_type, metadata,
-                   bar, permute_qk=permute_qk)
+        write_gguf(part, "glm4" if kind == "text" else "clip", fplan, sources, spec, metadata,
+                   bar.update if bar is not None else None, permute_qk=permute_qk)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     os.replace(part, final)
 
 
@@ -155,7 +141,7 @@ def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quan
     if out.exists() and not out.is_dir():
         raise ConversionError(f"--out {out} is a file, not a folder: choose a folder for the GGUF pair")
     out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / "manifest.json"
+    manifest_path = out / MANIFEST_NAME
     old = _read_manifest(manifest_path)
     result = ConvertResult(out / text_name, out / mmproj_name, manifest_path)
     src_dtype = next(iter(sources.values())).dtype
@@ -163,11 +149,11 @@ def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quan
               "meta_sha256": _meta_key(src)}
 
     def up_to_date(role: str, fname: str, q: str) -> bool:
-        entry = (old.get("files") or {}).get(role) or {}
+        entry = old.entry(role) or {}
         p = out / fname
         return (not force and entry.get("file") == fname and entry.get("quant") == q
-                and old.get("converter_version") == CONVERTER_VERSION
-                and {k: old.get("source", {}).get(k) for k in ("config_sha256", "weights", "meta_sha256")}
+                and old.converter_version == CONVERTER_VERSION
+                and {k: old.source.get(k) for k in ("config_sha256", "weights", "meta_sha256")}
                 == {k: source[k] for k in ("config_sha256", "weights", "meta_sha256")}
                 and p.is_file() and p.stat().st_size == entry.get("bytes"))
 
@@ -177,21 +163,20 @@ def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quan
         # after each file, so an interrupted run resumes with what is done; a file's entry is
         # dropped before that file is rewritten, so an entry never describes another file
         entries = {k: {kk: vv for kk, vv in v.items() if kk != "types"} for k, v in files.items()}
-        atomic_write_text(manifest_path, json.dumps({
-            "converter_version": CONVERTER_VERSION, "source": source, "files": entries,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
+        Manifest(manifest_path, {"converter_version": CONVERTER_VERSION, "source": source, "files": entries,
+                                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).write()
 
     t0 = time.monotonic()
     intermediate = out / f".{name}-intermediate.gguf"
     try:
         kept_mmproj = up_to_date("mmproj", mmproj_name, mmproj_quant)
         if kept_mmproj:
-            files["mmproj"] = old["files"]["mmproj"]
+            files["mmproj"] = old.entry("mmproj")
         if up_to_date("text", text_name, quant):
             result.skipped.append(text_name)
-            files["text"] = old["files"]["text"]
+            files["text"] = old.entry("text")
         else:
-            if old.get("files"):   # the old entry goes before its file is replaced
+            if old.files:   # the old entry goes before its file is replaced
                 save_manifest()
             if quant in DIRECT_TYPES:
                 _write_file("text", result.text_path, tplan, sources, spec, quant, text_meta,
@@ -211,7 +196,7 @@ def convert(src: str | Path, out: str | Path, quant: str = "Q4_K_M", mmproj_quan
         if kept_mmproj:
             result.skipped.append(mmproj_name)
         else:
-            if (old.get("files") or {}).get("mmproj"):
+            if old.entry("mmproj"):
                 save_manifest()
             _write_file("mmproj", result.mmproj_path, vplan, sources, spec, mmproj_quant, mmproj_metadata(spec),
                         progress, permute_qk)
@@ -239,19 +224,15 @@ def _remove_parts(intermediate: Path, result: ConvertResult, text_name: str, mmp
         _remove(p)
 
 
-def _read_manifest(path: Path) -> dict:
-    """The output folder's manifest; a damaged one counts as none (everything is converted again)."""
-    if not path.is_file():
-        return {}
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(m, dict) and isinstance(m.get("files") or {}, dict) \
-                and all(isinstance(v, dict) for v in (m.get("files") or {}).values()):
-            return m
-    except (OSError, ValueError):
-        pass
-    print(f"warning: {path} is damaged; converting every file again", file=sys.stderr)
-    return {}
+def _read_manifest(path: Path) -> Manifest:
+    """The output folder's manifest, read now. A missing or damaged one reads as an empty one:
+    nothing counts as up to date, so everything is converted again."""
+    if path.is_file():
+        try:
+            return Manifest.read(path)
+        except (OSError, ManifestError):
+            print(f"warning: {path} is damaged; converting every file again", file=sys.stderr)
+    return Manifest(path, {})
 
 
 def _weights_key(src: Path) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 
 from convert.errors import ConversionError
 from convert.hf_checkpoint import ModelSpec, SourceTensor, iter_rows
-from convert.tensor_plan import FILE_TYPE_IDS, PlannedTensor
+from convert.tensor_plan import FILE_TYPE_IDS, FilePlan, PlannedTensor
 from convert.tokenizer_meta import chat_template, check_family, sampling_defaults, vocab_table
 
 Q = gguf.GGMLQuantizationType
@@ -87,30 +87,29 @@ def _byte_shape(shape: tuple[int, ...], qt: Q) -> tuple[int, ...]:
     return tuple(shape[:-1]) + (shape[-1] // block * size,)
 
 
-def write_gguf(path: Path, arch: str, plan: list[PlannedTensor], sources: dict[str, SourceTensor],
-               spec: ModelSpec, file_type: str, add_metadata: Callable[[gguf.GGUFWriter], None],
+def write_gguf(path: Path, arch: str, fplan: FilePlan, sources: dict[str, SourceTensor],
+               spec: ModelSpec, add_metadata: Callable[[gguf.GGUFWriter], None],
                progress: Callable[[int], None] | None = None, permute_qk: bool = True) -> None:
     """Write ``path`` (callers pass a ``.part`` name); fsynced before returning."""
     w = _StreamingWriter(path, arch)
     add_metadata(w)
-    w.add_file_type(FILE_TYPE_IDS[file_type])
+    w.add_file_type(FILE_TYPE_IDS[fplan.file_type])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    for p in plan:
-        qt = p.gguf_type(file_type)
+    for t in fplan.tensors:
+        p, qt = t.tensor, t.qt
         if qt in (Q.F32, Q.F16):
-            w.add_tensor_info(p.name, p.shape, np.dtype(np.float32 if qt == Q.F32 else np.float16), p.nbytes(file_type))
+            w.add_tensor_info(p.name, p.shape, np.dtype(np.float32 if qt == Q.F32 else np.float16), t.nbytes)
         else:
-            w.add_tensor_info(p.name, _byte_shape(p.shape, qt), np.dtype(np.uint8), p.nbytes(file_type), raw_dtype=qt)
+            w.add_tensor_info(p.name, _byte_shape(p.shape, qt), np.dtype(np.uint8), t.nbytes, raw_dtype=qt)
     try:
         w.write_header_to_file(path)
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
-        for p in plan:
-            qt = p.gguf_type(file_type)
-            src = sources[p.source]
-            raw = RAW_COPY.get(src.dtype) == qt
-            chunks = (c.tobytes() if raw else encode(c, qt) for c in row_chunks(p, src, spec, permute_qk, raw))
-            w.write_tensor_chunks(p.nbytes(file_type), _counted(chunks, progress))
+        for t in fplan.tensors:
+            src = sources[t.tensor.source]
+            raw = RAW_COPY.get(src.dtype) == t.qt
+            chunks = (c.tobytes() if raw else encode(c, t.qt) for c in row_chunks(t.tensor, src, spec, permute_qk, raw))
+            w.write_tensor_chunks(t.nbytes, _counted(chunks, progress))
         w.flush()
         assert w.fout is not None
         os.fsync(w.fout[0].fileno())

@@ -125,11 +125,6 @@ class PlannedTensor:
             return Q.F16  # row length not a multiple of the block: keep it exact-ish
         return base
 
-    def nbytes(self, file_type: str) -> int:
-        qt = self.gguf_type(file_type)
-        block, size = gguf.GGML_QUANT_SIZES[qt]
-        return int(np.prod(self.shape)) // block * size
-
 
 def _first(table: tuple[tuple[str, str], ...], name: str) -> str | None:
     return next((v for pat, v in table if re.search(pat, name)), None)
@@ -194,11 +189,41 @@ def source_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def plan_summary(plan: list[PlannedTensor], file_type: str) -> dict:
-    """Counts and byte sizes for one file at one type (exact for F32/F16/BF16/Q8_0)."""
-    types: dict[str, int] = {}
+@dataclass(frozen=True)
+class StoredTensor:
+    """One planned tensor as one file stores it: its type and byte size at that file's type."""
+    tensor: PlannedTensor
+    qt: Q
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """A whole file's tensors at one file type, decided once: the writer, the progress total and
+    the summary all read these rather than asking each tensor again."""
+    file_type: str
+    tensors: tuple[StoredTensor, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+def file_plan(plan: list[PlannedTensor], file_type: str) -> FilePlan:
+    """Each tensor's storage type and size in a ``file_type`` file."""
+    stored = []
     for p in plan:
-        qt = p.gguf_type(file_type).name
-        types[qt] = types.get(qt, 0) + 1
-    return {"tensors": len(plan), "bytes": sum(p.nbytes(file_type) for p in plan),
-            "params": sum(int(np.prod(p.shape)) for p in plan), "types": types}
+        qt = p.gguf_type(file_type)
+        block, size = gguf.GGML_QUANT_SIZES[qt]
+        stored.append(StoredTensor(p, qt, int(np.prod(p.shape)) // block * size))
+    return FilePlan(file_type, tuple(stored))
+
+
+def plan_summary(plan: list[PlannedTensor] | FilePlan, file_type: str | None = None) -> dict:
+    """Counts and byte sizes for one file at one type (exact for F32/F16/BF16/Q8_0)."""
+    fp = plan if isinstance(plan, FilePlan) else file_plan(plan, file_type)
+    types: dict[str, int] = {}
+    for t in fp.tensors:
+        types[t.qt.name] = types.get(t.qt.name, 0) + 1
+    return {"tensors": len(fp.tensors), "bytes": fp.nbytes,
+            "params": sum(int(np.prod(t.tensor.shape)) for t in fp.tensors), "types": types}

@@ -12,7 +12,7 @@ import re
 
 # Imported by name at run time (strings, not import statements), so the analysis cannot see them.
 HIDDEN_IMPORTS: tuple[str, ...] = (
-    # uvicorn with the options runtime/app/server/app.py pins (http=h11, loop=asyncio, lifespan=on)
+    # uvicorn with the options runtime/app/server/serving.py pins (http=h11, loop=asyncio, lifespan=on)
     "uvicorn.protocols.http.h11_impl", "uvicorn.lifespan.on", "uvicorn.loops.asyncio", "uvicorn.logging",
     "multipart", "python_multipart",
     # pywebview picks its GUI backend by name; we ship the Qt one only

@@ -1,4 +1,11 @@
-"""Shared fixtures: one tiny synthetic checkpoint per session, converted once per quant pair."""
+"""Shared fixtures (one tiny synthetic checkpoint per session, converted once per quant pair)
+and the markers that say what each test file needs, so a newcomer can pick:
+
+    pytest -m "not llama"                 the tests that run without the llama.cpp build
+    pytest -m "not display and not bundle"   no Xvfb/Chromium, no PyInstaller bundle
+    pytest -m reference                   the parity tests against transformers (CPU torch)
+
+Helpers that are not tests live in tests/support/."""
 from __future__ import annotations
 
 import sys
@@ -10,6 +17,29 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+# What a test file needs beyond Python and the project's dependencies (markers in pyproject.toml).
+# llama: loads llama.cpp (the portable build `make setup` makes); reference: transformers on CPU
+# torch as the numerical reference; display: Xvfb, offscreen Qt or headless Chromium; bundle:
+# builds or runs the frozen PyInstaller bundle.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "test_api_params": ("llama",), "test_bad_inputs": ("llama",), "test_bundle": ("llama", "bundle", "display"),
+    "test_convert": ("llama",), "test_hardware": ("llama",), "test_image_grid": ("llama", "reference"),
+    "test_json_always_parses": ("llama",), "test_memory_policy": ("llama",),
+    "test_parity": ("llama", "reference"), "test_photo_memory": ("llama",), "test_plate": ("llama",),
+    "test_plate_model": ("llama", "reference"), "test_plates": (), "test_portable_build": ("bundle",),
+    "test_progress": ("llama",), "test_release_chat": ("llama", "reference"),
+    "test_release_formats": ("llama", "reference"), "test_runtime": ("llama", "reference"),
+    "test_sampling": ("llama", "reference"), "test_server": ("llama",), "test_shipping": (),
+    "test_synth": ("reference",), "test_ui_browser": ("llama", "display"), "test_window": ("llama", "display"),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in NEEDS.get(item.path.stem, ()):
+            item.add_marker(name)
 
 
 @pytest.fixture(scope="session")

@@ -343,3 +343,64 @@ def test_a_quantizer_failure_with_no_room_left_is_reported_as_disk_full(tmp_path
     monkeypatch.setattr(converter.shutil, "disk_usage", lambda p: usage(10**9, 0, 10**9))
     with pytest.raises(ConversionError, match=r"quantizer failed on mid.gguf \(code 1\)"):
         converter.quantize_with_llama(src, tmp_path / "out.gguf", "Q4_K_M")
+
+
+# --- manifest.json: one reader and writer (runtime/common/manifest.py) ---------------------------
+def test_the_manifest_class_answers_from_the_converters_file(converted):
+    from runtime.common.manifest import Manifest
+    conv = converted("Q8_0", "Q8_0")
+    m = Manifest.read(conv.manifest_path)
+    assert m.pair_names() == (conv.text_path.name, conv.mmproj_path.name)
+    assert m.quant_of(conv.text_path.name) == m.quant_of(conv.mmproj_path.name) == "Q8_0"
+    assert m.entry_for(conv.text_path.name)["sha256"] == sha256_file(conv.text_path)
+    assert m.entry("mmproj")["bytes"] == conv.mmproj_path.stat().st_size
+    assert m.pixel_budget is None and m.checked_fields == [] and m.accuracy == {}
+    assert m.as_dict() == json.loads(conv.manifest_path.read_text())
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"files": [1]}', '{"files": {"text": "x"}}', "\xff"])
+def test_a_damaged_manifest_is_a_value_error_naming_the_file(tmp_path, text):
+    from runtime.common.manifest import Manifest, ManifestError
+    p = tmp_path / "manifest.json"
+    p.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ManifestError) as e:
+        Manifest.read(p)
+    assert isinstance(e.value, ValueError) and str(p) in str(e.value) and "damaged" in str(e.value)
+
+
+def test_manifest_entries_without_file_names_are_damage_and_an_empty_list_is_no_pair(tmp_path):
+    from runtime.common.manifest import Manifest, ManifestError
+    (tmp_path / "manifest.json").write_text('{"files": []}')
+    assert Manifest.in_folder(tmp_path).pair_names() is None
+    (tmp_path / "manifest.json").write_text('{"files": {"text": {}, "mmproj": {}}}')
+    with pytest.raises(ManifestError, match="files.text names no file"):
+        Manifest.in_folder(tmp_path).pair_names()
+    assert Manifest.in_folder(tmp_path / "nowhere") is None
+
+
+def test_a_rewritten_manifest_is_read_again_and_the_writer_is_the_reader(tmp_path):
+    from runtime.common.manifest import Manifest
+    m = Manifest(tmp_path / "manifest.json", {"files": {"text": {"file": "a.gguf", "quant": "Q8_0"}}})
+    m.write()
+    assert Manifest.in_folder(tmp_path).quant_of("a.gguf") == "Q8_0"
+    m.updated(pixel_budget=150528, checked_fields=["serial_number"]).write()
+    again = Manifest.in_folder(tmp_path)
+    assert again.pixel_budget == 150528 and again.checked_fields == ["serial_number"]
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_each_tensor_is_planned_once_per_file(tiny_ckpt, tmp_path, monkeypatch):
+    from convert import tensor_plan
+    from convert.hf_checkpoint import load_spec
+    calls = []
+    real = tensor_plan.PlannedTensor.gguf_type
+    monkeypatch.setattr(tensor_plan.PlannedTensor, "gguf_type", lambda self, ft: calls.append(self.name) or real(self, ft))
+    convert(tiny_ckpt, tmp_path, quant="F16", mmproj_quant="F16", progress=False)
+    spec = load_spec(tiny_ckpt)
+    assert len(calls) == len(text_plan(spec)) + len(vision_plan(spec))
+
+
+def test_convert_progress_draws_one_bar_per_file_into_a_pipe(tiny_ckpt, tmp_path, capsys):
+    r = convert(tiny_ckpt, tmp_path, quant="F16", mmproj_quant="F16", progress=True)
+    err = capsys.readouterr().err
+    assert f"text {r.text_path.name}" in err and f"mmproj {r.mmproj_path.name}" in err and "100%" in err

@@ -314,3 +314,22 @@ if __name__ == "__main__":
     out["prompt_tokens"] = steps[-1].prompt_tokens
     print(json.dumps(out))
     eng.close()
+
+
+# --- the shared bar (runtime/common/progress_bar.py) ---------------------------------------------
+def test_the_progress_bar_fits_a_terminal_that_reports_no_size_and_draws_into_a_pipe():
+    import pty
+    from runtime.common.progress_bar import progress_bar, terminal_size
+    master, slave = pty.openpty()     # a bare pseudo-terminal: 0×0
+    try:
+        with os.fdopen(os.dup(slave), "w") as tty:
+            assert terminal_size(tty) == (80, 24)
+    finally:
+        os.close(master)
+        os.close(slave)
+    pipe = io.StringIO()
+    assert terminal_size(pipe) is None
+    bar = progress_bar(10, "reading", file=pipe)
+    bar.update(10)
+    bar.close()
+    assert "reading" in pipe.getvalue() and "100%" in pipe.getvalue()

@@ -178,3 +178,39 @@ def test_temperature_sampling_is_seeded(engine, photo):
     a = engine.session(photo).ask_all("Serial?", max_tokens=8, sampling=opts, use_cache=False)[0]
     b = engine.session(photo).ask_all("Serial?", max_tokens=8, sampling=opts, use_cache=False)[0]
     assert a == b
+
+
+def test_a_model_load_reads_its_manifest_once(converted, tmp_path, monkeypatch):
+    """What `glmv ask --verify` asks about the manifest while one model loads (the pair, the
+    photo size, the projector's limit, the checksums, the quant type) comes from one read."""
+    import shutil
+    from runtime.common import manifest
+    from runtime.engine.model_files import manifest_pixel_budget, manifest_quant, pixel_budget_for
+    from runtime.engine.model_locator import find_pair
+    conv = converted("Q8_0", "Q8_0")
+    for p in (conv.text_path, conv.mmproj_path, conv.manifest_path):
+        shutil.copy2(p, tmp_path / p.name)
+    reads = []
+    real = manifest._read_bytes
+    monkeypatch.setattr(manifest, "_read_bytes", lambda path: reads.append(path) or real(path))
+    text, mmproj = find_pair(tmp_path)
+    pixel_budget_for(text)
+    eng = Engine(text, mmproj, EngineOptions(n_ctx=512, verify=True))
+    try:
+        assert manifest_quant(text) == "Q8_0" and manifest_pixel_budget(text) is None
+        assert eng.manifest is not None and eng.manifest.quant_of(mmproj.name) == "Q8_0"
+    finally:
+        eng.close()
+    assert len(reads) == 1, reads
+
+
+def test_the_demo_models_manifest_answers_for_the_self_test():
+    from runtime.engine.model_locator import demo_manifest, demo_model_manifest, demo_pair
+    from runtime.tasks.demo_check import checked_fields
+    m = demo_model_manifest()
+    text, mmproj = demo_pair()
+    assert m.pair_names() == (text.name, mmproj.name) and m.pixel_budget == 150528
+    as_json = demo_manifest()
+    assert checked_fields() == checked_fields(as_json) == checked_fields(m) == as_json["checked_fields"]
+    as_json["files"].clear()       # a copy: the next caller still sees the file's content
+    assert demo_manifest()["files"] and m.accuracy == demo_manifest()["accuracy"]

@@ -193,6 +193,25 @@ def test_csv_export_cells_are_not_formulas():
     assert list(csv.reader(io.StringIO(plate.to_csv([("@p.jpg", r)]))))[1][0] == "@p.jpg"   # the CLI's CSV: as is
 
 
+def test_plate_fields_are_served_from_the_plate_module(srv, tmp_path):
+    """GET /api/plate-fields: the page's readings table comes from plate.FIELDS, "other" last;
+    like every /api route it needs the token when one is in force."""
+    from runtime.tasks import plate
+    r = requests.get(srv.url + "api/plate-fields")
+    assert r.status_code == 200, r.text
+    fields = r.json()["fields"]
+    assert [f["key"] for f in fields] == [k for k, _ in plate.FIELDS] + ["other"]
+    assert [f["label"] for f in fields[:-1]] == [label for _, label in plate.FIELDS]
+    h = server.run("127.0.0.1", 0, model_dir=tmp_path / "models-empty", data_dir=tmp_path / "data", token="t0k")
+    try:
+        r = requests.get(h.url + "api/plate-fields")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        ok = requests.get(h.url + "api/plate-fields", headers={"Authorization": "Bearer t0k"})
+        assert ok.status_code == 200 and ok.json() == {"fields": fields}
+    finally:
+        h.stop()
+
+
 def test_bad_photo_upload_is_a_400_with_the_reason(srv):
     r = requests.post(srv.url + "api/sessions", files={"photo": ("notes.jpg", b"this is not a photo", "image/jpeg")})
     assert r.status_code == 400

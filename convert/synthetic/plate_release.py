@@ -28,6 +28,8 @@ def release(run_dir: Path, out_dir: Path, quant: str = "Q8_0") -> Path:
     hf = run_dir / "hf"
     if not (hf / "config.json").is_file():
         raise SystemExit(f"{hf} has no checkpoint: run `python -m convert.synthetic.train_plates {run_dir}` first")
+    # a whole folder (GGUFs, manifest, curve) is published, so it is staged beside OUT and swapped in by
+    # rename; the per-file atomic write cannot make a set of files appear together
     part = out_dir.with_name(out_dir.name + ".part")
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)

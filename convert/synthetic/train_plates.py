@@ -215,6 +215,8 @@ def save_hf(model, config: dict, out: Path) -> Path:
     """The trained weights in the release layout, BF16, written to a temporary folder and renamed."""
     import torch
     from safetensors.torch import save_file
+    # a whole folder is published, so it is staged and renamed; its small files still go through the
+    # atomic write (synth._write_json), the shards are written by safetensors inside the staging folder
     part = out.with_name(out.name + f".part-{os.getpid()}")
     shutil.rmtree(part, ignore_errors=True)
     part.mkdir(parents=True)

@@ -42,13 +42,13 @@ def _server_check(text: Path, mmproj: Path, ddir: Path, engine) -> dict:
     handle = server.run("127.0.0.1", 0, data_dir=ddir, locate=lambda: (text, mmproj),
                         engine_factory=lambda *_: engine)
     try:
-        handle.host.wait_loaded(60)
+        handle.model_host.wait_loaded(60)
         page = urllib.request.urlopen(handle.url, timeout=30).read()
         status = json.loads(urllib.request.urlopen(handle.url + "api/status", timeout=30).read())
         return {"url": handle.url, "page_bytes": len(page), "ui_page": b"<html" in page.lower() and b"app.js" in page,
                 "state": status["state"], "ms": _ms(t0)}
     finally:
-        handle.host.engine = None   # ours to close, not the server's
+        handle.model_host.engine = None   # ours to close, not the server's
         handle.stop()
 
 

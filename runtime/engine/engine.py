@@ -14,7 +14,7 @@ from runtime.llama.memory_policy import MemoryPolicy, choose as choose_memory_po
 from runtime.engine.generate import Step
 from runtime.engine.images import PreparedImage
 from runtime.llama.pair import LlamaPair
-from runtime.engine.model_files import check_pair, verify_checksums
+from runtime.engine.model_files import check_pair, manifest_beside, verify_checksums
 from runtime.engine.sampling import SamplingOptions, model_defaults
 from runtime.engine.session import Session
 
@@ -44,8 +44,11 @@ class Engine:
     def __init__(self, text_path: str | Path, mmproj_path: str | Path, options: EngineOptions | None = None):
         self.options = options or EngineOptions()
         self.text_info, self.mmproj_info = check_pair(text_path, mmproj_path)
+        # the manifest beside the pair (None: none, or damaged), read once: --verify here, and
+        # callers asking for its quant type or photo size get the same read (Manifest.in_folder)
+        self.manifest = manifest_beside(text_path)
         if self.options.verify:
-            verify_checksums(Path(text_path), Path(mmproj_path))
+            verify_checksums(Path(text_path), Path(mmproj_path), self.manifest)
         self.text_path, self.mmproj_path = Path(text_path), Path(mmproj_path)
         self.n_gpu_layers, self.mmproj_on_gpu = self._offload()
         if self.options.memory is not None:

@@ -5,12 +5,13 @@ an image, so every property we rely on is verified here with gguf's reader (head
 """
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
+
+from runtime.common.manifest import MANIFEST_NAME, Manifest, ManifestError
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_GGUF_VERSIONS = (2, 3)
@@ -30,17 +31,6 @@ class FileInfo:
 
     def get(self, key: str, default=None):
         return self.kv.get(key, default)
-
-
-def _value(field) -> object:
-    parts = [field.parts[i] for i in field.data]
-    if field.types and field.types[0] == gguf.GGUFValueType.STRING and len(field.types) == 1:
-        return bytes(parts[0]).decode(errors="replace")
-    if field.types and field.types[0] == gguf.GGUFValueType.ARRAY:
-        if len(field.types) > 1 and field.types[1] == gguf.GGUFValueType.STRING:
-            return None  # token lists: large and not needed here
-        return [p.tolist()[0] if hasattr(p, "tolist") else p for p in parts]
-    return parts[0].tolist()[0] if hasattr(parts[0], "tolist") else parts[0]
 
 
 def read_info(path: str | Path, role: str) -> FileInfo:
@@ -70,7 +60,11 @@ def read_info(path: str | Path, role: str) -> FileInfo:
         if name.startswith(("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type")):
             continue
         try:
-            kv[name] = _value(field)
+            kv[name] = field.contents()
+        except UnicodeDecodeError:
+            # a damaged string keeps its key (shown with U+FFFD) rather than vanish
+            kv[name] = bytes(field.parts[-1]).decode(errors="replace") if field.types == [gguf.GGUFValueType.STRING] \
+                else None
         except Exception:
             continue
     return FileInfo(p, str(kv.get("general.architecture", "")), kv, len(r.tensors), size)
@@ -98,32 +92,41 @@ def check_pair(text_path: str | Path, mmproj_path: str | Path | None) -> tuple[F
     return text, mm
 
 
-def verify_checksums(text_path: Path, mmproj_path: Path | None) -> None:
+def manifest_beside(text: str | Path) -> Manifest | None:
+    """The manifest beside ``text`` for the questions that have an answer without it (photo size,
+    quant type, the paired projector): None when it is missing or damaged. Locating the pair and
+    ``--verify`` report the damage (find_pair, verify_checksums)."""
+    try:
+        return Manifest.beside(text)
+    except (OSError, ManifestError):
+        return None
+
+
+def verify_checksums(text_path: Path, mmproj_path: Path | None, manifest: Manifest | None = None) -> None:
     """Compare sha256 with the manifest.json beside the files (``--verify``)."""
     from runtime.common.files import sha256_file
-    folder = Path(text_path).parent
-    man = folder / "manifest.json"
-    if not man.is_file():
-        raise ModelFileError(f"--verify needs {man}, written by `glmv convert`; it is missing")
-    files = {e["file"]: e for e in (json.loads(man.read_text()).get("files") or {}).values()}
+    man_path = Path(text_path).parent / MANIFEST_NAME
+    try:
+        man = manifest or Manifest.beside(text_path)
+    except (OSError, ManifestError) as e:
+        raise ModelFileError(f"{e}: copy it again from the conversion output") from None
+    if man is None:
+        raise ModelFileError(f"--verify needs {man_path}, written by `glmv convert`; it is missing")
     for p in filter(None, (text_path, mmproj_path)):
         p = Path(p)
-        entry = files.get(p.name)
+        entry = man.entry_for(p.name)
         if entry is None:
-            raise ModelFileError(f"{p.name} is not listed in {man.name}")
-        if sha256_file(p) != entry["sha256"]:
-            raise ModelFileError(f"{p.name} does not match its checksum in {man.name}: the file is damaged — "
+            raise ModelFileError(f"{p.name} is not listed in {man.path.name}")
+        if sha256_file(p) != entry.get("sha256"):
+            raise ModelFileError(f"{p.name} does not match its checksum in {man.path.name}: the file is damaged — "
                                  "copy it again")
 
 
 def manifest_pixel_budget(text: Path) -> int | None:
     """The photo size (pixels) a model was trained at, when its ``manifest.json`` says so: the demo
     model reads plates at the size it was trained on, so larger photos are reduced to it."""
-    try:
-        v = json.loads((text.parent / "manifest.json").read_text()).get("pixel_budget")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return int(v) if isinstance(v, int) and v > 0 else None
+    man = manifest_beside(text)
+    return man.pixel_budget if man else None
 
 
 def pixel_budget_for(text: Path, override: int | None = None) -> int:
@@ -153,22 +156,15 @@ def model_max_pixels(text: Path) -> int:
 
 def _mmproj_beside(text: Path) -> Path | None:
     """The projector paired with ``text``: its manifest's, else the only mmproj-*.gguf beside it."""
-    try:
-        entry = (json.loads((text.parent / "manifest.json").read_text()).get("files") or {}).get("mmproj") or {}
-        if isinstance(entry, dict) and isinstance(entry.get("file"), str):
-            return text.parent / entry["file"]
-    except (OSError, ValueError, AttributeError):
-        pass
+    man = manifest_beside(text)
+    name = man.file_name("mmproj") if man else None
+    if name is not None:
+        return text.parent / name
     found = sorted(text.parent.glob("mmproj*.gguf"))
     return found[0] if len(found) == 1 else None
 
 
 def manifest_quant(text: Path) -> str | None:
     """The quant type ``manifest.json`` beside ``text`` records for it (None when unknown)."""
-    man = text.parent / "manifest.json"
-    try:
-        files = json.loads(man.read_text()).get("files") or {}
-        return next((e.get("quant") for e in files.values() if isinstance(e, dict) and e.get("file") == text.name),
-                    None)
-    except (OSError, ValueError, AttributeError):
-        return None
+    man = manifest_beside(text)
+    return man.quant_of(Path(text).name) if man else None

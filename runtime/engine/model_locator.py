@@ -10,9 +10,9 @@ portable bundle as ``_internal/demo/``, so ``glmv demo``, the UI with no model i
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from runtime.common.manifest import MANIFEST_NAME, Manifest, ManifestError
 from runtime.common.paths import data_dir as resolve_data_dir, model_dirs, resources_dir
 from runtime.engine.model_files import ModelFileError
 
@@ -25,13 +25,13 @@ def source_demo_dir() -> Path:
 
 def bundled_demo_dir() -> Path | None:
     d = resources_dir() / "demo"
-    return d if (d / "manifest.json").is_file() else None
+    return d if (d / MANIFEST_NAME).is_file() else None
 
 
 def demo_dir() -> Path | None:
     """The demo model's folder: the bundle's copy, else the checkout's (None when neither is there)."""
     for d in (bundled_demo_dir(), source_demo_dir()):
-        if d is not None and (d / "manifest.json").is_file():
+        if d is not None and (d / MANIFEST_NAME).is_file():
             return d
     return None
 
@@ -41,9 +41,16 @@ def is_demo_model(text: Path) -> bool:
     return d is not None and Path(text).resolve().parent == d.resolve()
 
 
-def demo_manifest(d: Path | None = None) -> dict:
+def demo_model_manifest(d: Path | None = None) -> Manifest | None:
+    """The demo model's manifest (None when the demo model is missing)."""
     d = d or demo_dir()
-    return json.loads((d / "manifest.json").read_text(encoding="utf-8")) if d else {}
+    return Manifest.in_folder(d) if d else None
+
+
+def demo_manifest(d: Path | None = None) -> dict:
+    """The demo model's manifest as a plain JSON object (a copy; {} when the demo model is missing)."""
+    m = demo_model_manifest(d)
+    return m.as_dict() if m else {}
 
 
 def demo_pair() -> tuple[Path, Path]:
@@ -52,8 +59,10 @@ def demo_pair() -> tuple[Path, Path]:
     if d is None:
         raise ModelFileError(f"the built-in demo model is missing ({source_demo_dir()}): restore assets/models/ "
                              "from the repository, or rebuild it with `make plate-model`")
-    files = demo_manifest(d)["files"]
-    text, mmproj = d / files["text"]["file"], d / files["mmproj"]["file"]
+    names = demo_model_manifest(d).pair_names()
+    if names is None:
+        raise ModelFileError(f"the built-in demo model is incomplete: {d / MANIFEST_NAME} lists no GGUF pair")
+    text, mmproj = d / names[0], d / names[1]
     for f in (text, mmproj):
         if not f.is_file():
             raise ModelFileError(f"the built-in demo model is incomplete: {f} is missing")
@@ -64,15 +73,14 @@ def find_pair(model_dir: Path) -> tuple[Path, Path]:
     """The (text, mmproj) pair in a folder: from manifest.json, else by file names."""
     if not model_dir.is_dir():
         raise ModelFileError(f"model folder not found: {model_dir}")
-    man = model_dir / "manifest.json"
-    if man.is_file():
-        try:
-            files = json.loads(man.read_text(encoding="utf-8")).get("files") or {}
-            if "text" in files and "mmproj" in files:
-                return model_dir / files["text"]["file"], model_dir / files["mmproj"]["file"]
-        except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
-            raise ModelFileError(f"{man} is damaged ({type(e).__name__}: {e}): copy it again from the conversion "
-                                 "output, or delete it to find the pair by file names") from None
+    try:
+        man = Manifest.in_folder(model_dir)
+        names = man.pair_names() if man else None
+    except (OSError, ManifestError) as e:
+        raise ModelFileError(f"{e}: copy it again from the conversion output, or delete it to find the pair by "
+                             "file names") from None
+    if names is not None:
+        return model_dir / names[0], model_dir / names[1]
     mm = sorted(model_dir.glob("mmproj*.gguf"))
     text = sorted(p for p in model_dir.glob("*.gguf") if not p.name.startswith("mmproj"))
     if not text:

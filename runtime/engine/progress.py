@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable, Generator
 
+from runtime.common.progress_bar import is_terminal, progress_bar
 from runtime.engine.generate import Progress
 
 TICK_S = 0.25          # how often the stream says something while a phase runs silently
@@ -201,14 +202,8 @@ class TerminalProgress:
         import sys
         self.file = file or sys.stderr
         if mode == "auto":
-            mode = "bar" if getattr(self.file, "isatty", lambda: False)() else "lines"
+            mode = "bar" if is_terminal(self.file) else "lines"
         self.mode, self.bar, self.phase, self.t_line = mode, None, None, -1e9
-        # a terminal that reports no size (a bare pseudo-terminal: 0×0) makes tqdm hide its bar
-        try:
-            size = os.get_terminal_size(self.file.fileno())
-            self.size = (size.columns or 80, size.lines or 24)
-        except (AttributeError, OSError, ValueError):
-            self.size = (80, 24)
 
     def show(self, p: Progress) -> None:
         if self.mode == "bar":
@@ -219,12 +214,11 @@ class TerminalProgress:
         self.phase = p.phase
 
     def _bar(self, p: Progress) -> None:
-        from tqdm import tqdm
         if self.bar is None or p.phase != self.phase:
             self.close()
-            self.bar = tqdm(total=p.total, desc=PHASE_NAMES.get(p.phase, p.phase), file=self.file, leave=False,
-                            unit="tok", ncols=self.size[0], nrows=self.size[1], bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
-                                                   "[{elapsed}{postfix}]")
+            self.bar = progress_bar(p.total, PHASE_NAMES.get(p.phase, p.phase), file=self.file, leave=False,
+                                    unit="tok", bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                                           "[{elapsed}{postfix}]")
         self.bar.n = p.done
         self.bar.set_postfix_str("" if p.eta_s is None else f"about {p.eta_s:.0f} s left", refresh=False)
         self.bar.refresh()

@@ -98,10 +98,11 @@ class Session:
                                              reasoning_budget if self.enable_thinking else 0, max_total)
             hit = eng.answer_cache.get(cache_key)
             if hit is not None:
-                yield from self._replay(question, hit)
+                yield from self._replay_cached(question, hit)
                 return
         with eng.lock:
-            steps = self._generate(question, max_tokens, sampling, cancelled, reasoning_budget, max_total, progress)
+            steps = self._prefill_and_decode(question, max_tokens, sampling, cancelled, reasoning_budget, max_total,
+                                             progress)
             answer, reasoning = [], []
             for s in steps:
                 if isinstance(s, Progress):
@@ -124,7 +125,7 @@ class Session:
             msg["reasoning_content"] = record["reasoning"]
         self.messages.append(msg)
 
-    def _replay(self, question: str, hit: dict) -> Iterator[Step]:
+    def _replay_cached(self, question: str, hit: dict) -> Iterator[Step]:
         t = Timings()
         if hit.get("reasoning"):
             yield Step(hit["reasoning"], "reasoning", None, hit["prompt_tokens"], hit["completion_tokens"], t, cached=True)
@@ -165,7 +166,7 @@ class Session:
             for item in todo:
                 if isinstance(item, ImageItem):
                     if run:
-                        n_past, fed = self._feed(run, n_past, fed, n_feed, cancelled, track)
+                        n_past, fed = self._feed_text(run, n_past, fed, n_feed, cancelled, track)
                         run = []
                     if self.encoding.embd is None:
                         track("vision", 0, image_chunk.n_tokens)
@@ -196,7 +197,7 @@ class Session:
                 pair.truncate(n_past)
             if last_logits != "all":   # all but the last batch, each followed by a cancel check
                 head = len(run) - (len(run) - 1) % pair.n_batch - 1
-                n_past, fed = self._feed(run[:head], n_past, fed, n_feed, cancelled, track)
+                n_past, fed = self._feed_text(run[:head], n_past, fed, n_feed, cancelled, track)
                 run = run[head:]
             n_past, logits = pair.decode_tokens(run, n_past, logits=last_logits)
             self.last_fed_tokens = fed + len(run)
@@ -204,7 +205,7 @@ class Session:
             track("prompt", n_feed, n_feed)
             return n_past, chunks.n_tokens, logits
 
-    def _feed(self, tokens: list[int], n_past: int, fed: int, n_feed: int, cancelled, track) -> tuple[int, int]:
+    def _feed_text(self, tokens: list[int], n_past: int, fed: int, n_feed: int, cancelled, track) -> tuple[int, int]:
         """Feed text in the context's batches, engine.kv following each; a cancel stops between batches."""
         eng, pair = self.engine, self.engine.pair
         for i in range(0, len(tokens), pair.n_batch):
@@ -225,8 +226,11 @@ class Session:
             _, _, logits = self._prefill(question, Timings(), last_logits="all")
         return logits
 
-    def _generate(self, question: str, max_tokens: int, sampling: SamplingOptions, cancelled: Callable[[], bool],
-                  reasoning_budget: int, max_total: int | None, progress: bool = False) -> Iterator[Step | Progress]:
+    def _prefill_and_decode(self, question: str, max_tokens: int, sampling: SamplingOptions,
+                            cancelled: Callable[[], bool], reasoning_budget: int, max_total: int | None,
+                            progress: bool = False) -> Iterator[Step | Progress]:
+        """One turn on the model: bring the cache to the prompt (``_prefill``), then sample the
+        answer (generate.decode_stream); a cancel during the prefill ends it with one empty step."""
         pair = self.engine.pair
         timings = Timings()
         t0 = time.perf_counter()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from runtime.common.manifest import MANIFEST_NAME, Manifest
 from runtime.common.paths import resources_dir
-from runtime.engine.model_locator import demo_manifest
+from runtime.engine.model_locator import demo_model_manifest
 
 SAMPLE_NAME = "plate-en-metal"            # the sample plate the demo and the self-test read
 
@@ -18,11 +19,14 @@ def sample_plate() -> tuple[Path, dict]:
     return d / f"{SAMPLE_NAME}.jpg", truth
 
 
-def checked_fields(manifest: dict | None = None) -> list[str]:
+def checked_fields(manifest: Manifest | dict | None = None) -> list[str]:
     """The fields the self-test holds the demo model to: those its model card reports it reads
-    reliably on held-out plates (``manifest["checked_fields"]``)."""
-    m = manifest if manifest is not None else demo_manifest()
-    return list(m.get("checked_fields") or [])
+    reliably on held-out plates (``manifest["checked_fields"]``). ``manifest``: the demo model's
+    (the default), or one already read — a Manifest, or its JSON object (``demo_manifest()``)."""
+    if isinstance(manifest, dict):
+        manifest = Manifest(MANIFEST_NAME, manifest)
+    m = manifest if manifest is not None else demo_model_manifest()
+    return m.checked_fields if m is not None else []
 
 
 def compare(reading: dict, truth: dict, fields: list[str]) -> dict[str, dict]:

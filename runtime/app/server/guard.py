@@ -23,8 +23,6 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
-from runtime.app.server.listen import is_loopback  # noqa: F401 (part of this module's interface)
-
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 PROTECTED_PREFIXES = ("/api/", "/v1/")

@@ -1,6 +1,6 @@
 """The server's socket and its announcement: bind, print the URL (and the token's), quickly.
 
-Kept apart from ``server.py`` on purpose: this module imports nothing heavy, so ``glmv`` can bind
+Kept apart from ``app.py`` on purpose: this module imports nothing heavy, so ``glmv`` can bind
 and print its URL — and, with no display, its browser/URL fallback — in well under a second,
 before Starlette, uvicorn, numpy and llama.cpp are imported.
 """

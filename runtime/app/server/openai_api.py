@@ -25,7 +25,6 @@ import uuid
 from dataclasses import dataclass
 
 from runtime.engine.images import DEFAULT_PIXEL_BUDGET, ImageError, prepare
-from runtime.app.server.openai_choices import run_choices  # noqa: F401 - the server's entry point for n choices and stops
 from runtime.engine.sampling import DEFAULT_REASONING_BUDGET, SamplingOptions, SettingError
 
 

@@ -1,6 +1,6 @@
 """The choices of one OpenAI chat request: ``n`` answers one after another, cut at stop sequences.
 
-``server_openai`` parses the request; this runs it on a session inside the server's generation
+``openai_api`` parses the request; this runs it on a session inside the server's generation
 worker, yielding the session's :class:`~runtime.engine.generate.Step` objects, so the server streams
 and counts them as it does a single answer (a step with ``finish_reason`` ends each choice).
 """

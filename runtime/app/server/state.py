@@ -70,12 +70,12 @@ class Gate:
         return self._run.locked()
 
 
-class Generation:
-    """One admitted request: a worker thread runs ``fn(cancelled)`` and its items are iterated
-    here asynchronously. Exceptions raised in the worker are re-raised to the consumer."""
+class RunningAnswer:
+    """One admitted request being answered: a worker thread runs ``fn(cancelled)`` and its items
+    are iterated here asynchronously. Exceptions raised in the worker are re-raised to the consumer."""
 
-    def __init__(self, host: "ModelHost", fn: Callable[[Callable[[], bool]], Iterator[Any]]):
-        self.host = host
+    def __init__(self, model_host: "ModelHost", fn: Callable[[Callable[[], bool]], Iterator[Any]]):
+        self.model_host = model_host
         self.cancel = threading.Event()
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -83,7 +83,7 @@ class Generation:
         self._thread.start()
 
     def cancelled(self) -> bool:
-        return self.cancel.is_set() or self.host.closing
+        return self.cancel.is_set() or self.model_host.closing
 
     def _put(self, item) -> None:
         try:
@@ -92,24 +92,24 @@ class Generation:
             pass
 
     def _work(self, fn) -> None:
-        host = self.host
+        model_host = self.model_host
         try:
-            if not host.gate.acquire(self.cancelled):
-                host.count("generations_cancelled")
+            if not model_host.gate.acquire(self.cancelled):
+                model_host.count("generations_cancelled")
                 return
             try:
-                host.running.add(self)
+                model_host.running.add(self)
                 for item in fn(self.cancelled):
                     if isinstance(item, Step) and item.finish_reason:
-                        host.finished(item)
+                        model_host.finished(item)
                     self._put(item)
             finally:
-                host.running.discard(self)
-                host.gate.release()
+                model_host.running.discard(self)
+                model_host.gate.release()
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which decides
             self._put(e)
         finally:
-            host.gate.release_admission()
+            model_host.gate.release_admission()
             self._put(_END)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
@@ -155,7 +155,7 @@ class ModelHost:
         self.last_decode_tps: float | None = None
         self.counters = {"generations": 0, "generations_cancelled": 0, "sessions_reused": 0}
         self.gate = Gate(queue_limit)
-        self.running: set[Generation] = set()
+        self.running: set[RunningAnswer] = set()
         self.closing = False
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -219,11 +219,11 @@ class ModelHost:
             raise NotReady(f"the model is still loading ({self.progress:.0%}): try again in a few seconds")
         raise NotReady(self.message)
 
-    def start_generation(self, fn: Callable[[Callable[[], bool]], Iterator[Any]]) -> Generation:
+    def start_generation(self, fn: Callable[[Callable[[], bool]], Iterator[Any]]) -> RunningAnswer:
         """Admit (or raise :class:`Busy`) and start ``fn`` in a worker thread. Call from the event loop."""
         self.require()
         self.gate.admit()
-        return Generation(self, fn)
+        return RunningAnswer(self, fn)
 
     def finished(self, last: Step) -> None:
         self.count("generations")

@@ -1,0 +1,52 @@
+"""What every ``glmv`` command shares: exit codes, the usage error, the one-line error message,
+loading the model (with its load line on stderr), the pixel budget and the sampling overrides."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INPUT, EXIT_RESOURCES = 0, 1, 2, 3, 4
+
+
+class UsageError(ValueError):
+    """A command-line value out of range; exit 2 with the message."""
+
+
+def _err(msg: str) -> None:
+    print(f"glmv: error: {msg}", file=sys.stderr)
+
+
+def _engine(a, text: Path, mmproj: Path, progress=None):
+    """The engine for ``a``'s settings; ``progress`` receives load progress (the server's /api/status)."""
+    from runtime.engine.engine import Engine, EngineOptions
+    from runtime.common.paths import data_dir
+    cache = None if a.no_cache else data_dir(a.data_dir) / "answer-cache"
+    eng = Engine(text, mmproj, EngineOptions(n_ctx=a.ctx, n_threads=a.threads, verify=a.verify, cache_dir=cache,
+                                             progress=progress))
+    # the load line: which memory policy is in force, and why (stderr: stdout stays the answer)
+    print(f"glmv: {text.name}: memory {eng.memory_policy.describe()} — {eng.memory_why}; loaded in "
+          f"{eng.load_ms / 1000:.1f} s", file=sys.stderr)
+    return eng
+
+
+def pixel_budget(a, text: Path) -> int:
+    """--pixel-budget, else the model's own (its manifest), else the default."""
+    from runtime.engine.model_files import pixel_budget_for
+    return pixel_budget_for(text, a.pixel_budget)
+
+
+_FLAG_NAMES = {"temperature": "--temperature", "top_p": "--top-p", "top_k": "--top-k",
+               "repeat_penalty": "--repeat-penalty", "seed": "--seed"}
+
+
+def _sampling(a, eng, **extra):
+    """The model's own sampling settings with what the command line overrides (--greedy etc.)."""
+    return _resolve_sampling(a, eng.sampling, **extra)
+
+
+def _resolve_sampling(a, base, **extra):
+    try:
+        return base.with_(names=_FLAG_NAMES, greedy=a.greedy, temperature=a.temperature, top_p=a.top_p,
+                          top_k=a.top_k, repeat_penalty=a.repeat_penalty, seed=a.seed, **extra)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
