@@ -131,8 +131,10 @@ def table(results: dict[str, list[dict]], ref: str) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--f16", type=Path, required=True, help="the full model's F16 text GGUF")
-    ap.add_argument("--mmproj", type=Path, required=True)
+    ap.add_argument("--f16", type=Path, help="the full model's F16 text GGUF")
+    ap.add_argument("--mmproj", type=Path)
+    ap.add_argument("--table-from", type=Path, metavar="JSON",
+                    help="print the table of a run saved with --json (also one stopped early) and exit")
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "bench" / "full" / "quants")
     ap.add_argument("--quants", default="Q4_K_M,Q4_0,IQ4_NL,Q5_K_M")
     ap.add_argument("--rounds", type=int, default=2)
@@ -142,6 +144,12 @@ def main(argv=None) -> int:
     ap.add_argument("--ctx", type=int, default=8192)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
+    if a.table_from:
+        saved = json.loads(a.table_from.read_text())
+        print(table(saved, next(iter(saved))))
+        return 0
+    if not (a.f16 and a.mmproj):
+        ap.error("--f16 and --mmproj are needed (or --table-from)")
     quants = [q.strip().upper() for q in a.quants.split(",") if q.strip()]
     dirs = {q: quantize(a.f16, q, a.work, a.mmproj) for q in quants}
     threads = [int(t) for t in a.threads.split(",") if t.strip()]

@@ -156,9 +156,9 @@ def main(argv=None) -> int:
         print(f"\nserial exact, glmv − transformers: {d:+.1f} points; identical readings on "
               f"{100 * res['same_reading']:.1f} % of plates; glmv {g_s:.0f} s, transformers {res['transformers_seconds']:.0f} s")
     if a.write_manifest:
-        from runtime.common.files import atomic_write_text
-        man_path = model_dir / "manifest.json"
-        man = json.loads(man_path.read_text())
+        from runtime.common.manifest import MANIFEST_NAME, Manifest
+        man_path = model_dir / MANIFEST_NAME
+        man = Manifest.read(man_path).as_dict()
         g = res["glmv"]
         man["checked_fields"] = [k for k in KEYS if g["fields_exact"][k] >= CHECK_THRESHOLD]
         man["accuracy"] = {"plates": len(rows), "set_seed": task.HELDOUT_SET_SEED, "path": "glmv read-plate",
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
         if not a.skip_transformers:
             t_s, _, _ = read_transformers(hf_dir, [photo], task.PIXEL_BUDGET)
             man["sample_reading"]["transformers_same"] = t_s[0] == s_read[0]
-        atomic_write_text(man_path, json.dumps(man, indent=2, ensure_ascii=False) + "\n")
+        Manifest(man_path, man).write()
         print(f"checked fields written to {man_path}: {', '.join(man['checked_fields']) or '(none)'}", file=sys.stderr)
     if a.out:
         res["plates"] = [{"file": r["file"], "truth": r["fields"], "glmv": g,

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from runtime.common.files import atomic_write_text
+from runtime.common.manifest import MANIFEST_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = Path(__file__).resolve().parent / "glmv.spec"
@@ -108,7 +109,7 @@ def make_demo(out: Path, work: Path) -> dict:
     src = source_demo_dir()
     text, mmproj = demo_pair()
     out.mkdir(parents=True, exist_ok=True)
-    for f in (text, mmproj, src / "manifest.json", src / "README.md"):
+    for f in (text, mmproj, src / MANIFEST_NAME, src / "README.md"):
         shutil.copy2(f, out / f.name)
     probe = out / "probe"
     probe.mkdir(exist_ok=True)

@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from xdisplay import xvfb_display
+from support.xdisplay import xvfb_display
 
 ROOT = Path(__file__).resolve().parent.parent
 EXE = "glmv.exe" if os.name == "nt" else "glmv"

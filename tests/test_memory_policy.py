@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import reference as ref
+from support import reference as ref
 from runtime.engine.engine import Engine, EngineOptions
 from runtime.llama.memory_policy import POLICIES, parse
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import reference as ref
+from support import reference as ref
 from conftest import test_image
 from runtime.llama.pair import LlamaPair
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import reference as ref
+from support import reference as ref
 from conftest import test_image
 from runtime.engine import chat_template
 from runtime.engine.generate import Timings, decode_stream

@@ -342,7 +342,7 @@ QUESTION = "What is the rated voltage on this nameplate? 额定电压是多少�
 
 
 def _text_logits(src: Path, text_path: Path, mmproj_path: Path):
-    import reference as ref
+    from support import reference as ref
     from runtime.llama.pair import LlamaPair
     ids = ref.chat_ids(str(src), [{"role": "user", "content": QUESTION}])
     with LlamaPair(text_path, mmproj_path, n_ctx=512, f32_kv=True, n_threads=2) as pair:
@@ -356,7 +356,7 @@ def _text_logits(src: Path, text_path: Path, mmproj_path: Path):
 
 
 def test_text_logits_match_transformers(release, ours):
-    import reference as ref
+    from support import reference as ref
     ids, err, cont = _text_logits(release, ours.text_path, ours.mmproj_path)
     print(f"release dialect, F32 text logits vs transformers: rel L2 {err:.3g}")
     assert err <= 1e-4
@@ -365,7 +365,7 @@ def test_text_logits_match_transformers(release, ours):
 
 def test_image_parity_matches_transformers(release, ours):
     """The foundation test's image case (F32 thresholds) on the release dialect."""
-    import reference as ref
+    from support import reference as ref
     from test_parity import image_case
     ids, hf_l, got_l, hf_e, got_e, cont, inputs = image_case(release, ours)
     e_err, l_err = ref.rel_l2(got_e, hf_e), ref.rel_l2(got_l, hf_l)

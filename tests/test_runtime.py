@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import reference as ref
+from support import reference as ref
 from conftest import test_image
 from runtime.engine import chat_template
 from runtime.engine.engine import Engine, EngineOptions

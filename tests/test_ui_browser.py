@@ -597,6 +597,9 @@ def test_ui_progress_bar_until_the_first_token(served, browser, tmp_path):
               window.__bar.push([t.textContent, t.closest(".progress").getAttribute("aria-valuenow"),
                                  t.closest(".msg").querySelector(".text").textContent]); } })
             .observe(document.body, {subtree: true, childList: true}); }""")
+        # a short answer: the bar is about reading the photo; a 1024-token answer on a loaded
+        # machine could outlast the wait below
+        page.evaluate("localStorage.setItem('glmv.maxTokens', '64')")
         page.set_input_files("#file", str(photo))
         page.fill("#question", "What is on the plate?")
         page.click("#send")

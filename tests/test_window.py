@@ -2,7 +2,7 @@
 and under offscreen Qt (no X at all), `glmv serve` opening its window with the API token, and the
 fallback with no display.
 
-The driven tests run tests/window_driver.py in a child process (Qt wants its own main thread
+The driven tests run tests/support/window_driver.py in a child process (Qt wants its own main thread
 and may abort the process): it opens the window with the launcher's own ``run_window``, drops a
 PNG on it through Qt's drag and drop events, uploads the sample plate through the page's file
 input, asks a question, waits for the streamed answer, reads the nameplate, and captures the
@@ -23,13 +23,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from xdisplay import xvfb_display
+from support.xdisplay import xvfb_display
 
 from runtime.app.window import TITLE, TOKEN_ENV, WINDOW_FLAG, qt_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "assets" / "samples" / "plate-synthetic.jpg"
-DRIVER = Path(__file__).resolve().parent / "window_driver.py"
+DRIVER = Path(__file__).resolve().parent / "support" / "window_driver.py"
 DRIVER_TIMEOUT_S = 300
 TOKEN = "window-test-token"
 

@@ -1,9 +1,10 @@
-// Every string the page shows, in English and Chinese. app.js reads them through t(key, vars);
+// Every string the page shows, in English and Chinese. ui.js reads them through t(key, vars);
 // index.html marks elements with data-i18n (text), data-i18n-aria (aria-label),
 // data-i18n-title (tooltip) and data-i18n-ph (placeholder). Messages that come from the server
 // (its error text, plate warnings) are shown as sent, after a translated lead-in.
-"use strict";
-window.I18N = {
+// Nameplate field labels: English comes from the server with the field list (GET /api/plate-fields);
+// here only their translations, as "field.<key>" (a key without one shows the server's English).
+export const I18N = {
   en: {
     "app.title": "glmv — nameplate reader",
     "lang.switch": "中文",
@@ -62,24 +63,6 @@ window.I18N = {
     "plate.jsonAria": "Download all readings as JSON",
     "plate.exported": "Saved {name}.",
     "plate.empty": "(not on the plate)",
-    "plate.other": "Other",
-    "field.manufacturer": "Manufacturer",
-    "field.model": "Model",
-    "field.serial_number": "Serial number",
-    "field.type": "Type",
-    "field.year": "Year",
-    "field.rated_voltage": "Rated voltage",
-    "field.current": "Current",
-    "field.power": "Power",
-    "field.frequency": "Frequency",
-    "field.phases": "Phases",
-    "field.speed": "Speed",
-    "field.power_factor": "Power factor",
-    "field.efficiency": "Efficiency",
-    "field.ip_rating": "IP rating",
-    "field.insulation_class": "Insulation class",
-    "field.duty": "Duty",
-    "field.standard": "Standard",
     "chat.title": "Conversation",
     "chat.empty": "Open a photo, then ask about it — for example “What is the rated current?”",
     "chat.you": "You",
@@ -183,7 +166,6 @@ window.I18N = {
     "plate.jsonAria": "下载全部识读记录（JSON）",
     "plate.exported": "已保存 {name}。",
     "plate.empty": "（铭牌上没有）",
-    "plate.other": "其他",
     "field.manufacturer": "制造商",
     "field.model": "型号",
     "field.serial_number": "出厂编号",
@@ -201,6 +183,7 @@ window.I18N = {
     "field.insulation_class": "绝缘等级",
     "field.duty": "工作制",
     "field.standard": "标准",
+    "field.other": "其他",
     "chat.title": "对话",
     "chat.empty": "先打开照片，再提问——例如“额定电流是多少？”",
     "chat.you": "我",

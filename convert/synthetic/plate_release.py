@@ -12,14 +12,13 @@ once the new one is complete.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
 from convert.synthetic import plate_task as task
 from convert.converter import convert
-from runtime.common.files import atomic_write_text
+from runtime.common.manifest import Manifest
 
 KEEP = ("README.md",)   # hand-written, survives a re-release
 
@@ -41,16 +40,11 @@ def release(run_dir: Path, out_dir: Path, quant: str = "Q8_0") -> Path:
     for f in KEEP:
         if (out_dir / f).is_file():
             shutil.copy2(out_dir / f, part / f)
-    man_path = conv.text_path.parent / "manifest.json"
-    man = json.loads(man_path.read_text())
-    old = out_dir / "manifest.json"
-    prev = json.loads(old.read_text()) if old.is_file() else {}
-    man["pixel_budget"] = task.PIXEL_BUDGET
-    # measured by bench/plate_accuracy.py --write-manifest; kept until it is measured again
-    for k in ("checked_fields", "accuracy"):
-        if k in prev:
-            man[k] = prev[k]
-    atomic_write_text(man_path, json.dumps(man, indent=2, ensure_ascii=False) + "\n")
+    prev = Manifest.in_folder(out_dir)
+    kept = {k: v for k, v in (prev.as_dict() if prev else {}).items() if k in ("checked_fields", "accuracy")}
+    # checked_fields and accuracy are measured by bench/plate_accuracy.py --write-manifest; kept
+    # until they are measured again
+    Manifest.read(conv.manifest_path).updated(pixel_budget=task.PIXEL_BUDGET, **kept).write()
     if out_dir.exists():
         trash = out_dir.with_name(out_dir.name + ".old")
         shutil.rmtree(trash, ignore_errors=True)

@@ -22,7 +22,7 @@ import webbrowser
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from runtime.common.paths import SOURCE_ROOT, resources_dir
+from runtime.common import paths
 
 WINDOW_FLAG = "--glmv-window"
 # The API token travels to the window child in its environment, not on its command line: any
@@ -68,7 +68,7 @@ def _frozen_webengine_paths() -> dict:
     if not getattr(sys, "frozen", False):
         return {}
     # PyInstaller keeps Qt in PySide6/Qt on Linux and macOS, directly in PySide6 on Windows
-    qt = next((d for d in (resources_dir() / "PySide6" / "Qt", resources_dir() / "PySide6")
+    qt = next((d for d in (paths.resources_dir() / "PySide6" / "Qt", paths.resources_dir() / "PySide6")
                if (d / "resources").is_dir()), None)
     if qt is None:
         return {}
@@ -89,7 +89,7 @@ def qt_defaults(env: dict | None = None, app_dir: Path | None = None) -> dict:
         out["QTWEBENGINE_CHROMIUM_FLAGS"] = (out.get("QTWEBENGINE_CHROMIUM_FLAGS", "") + " --disable-gpu").strip()
     out.update(_frozen_webengine_paths())
     if sys.platform == "linux" and "FONTCONFIG_FILE" not in env and not any(Path(p).exists() for p in SYSTEM_FONTS_CONF):
-        bundled = (app_dir or resources_dir()) / "assets" / "fonts" / "fonts.conf"
+        bundled = (app_dir or paths.resources_dir()) / "assets" / "fonts" / "fonts.conf"
         if bundled.exists():
             out["FONTCONFIG_FILE"] = str(bundled)
     return {k: v for k, v in out.items() if k not in env}
@@ -120,7 +120,7 @@ def run_window(url: str, on_ready=None) -> int:
     url = with_token(url, os.environ.pop(TOKEN_ENV, None))  # see TOKEN_ENV; not passed to Qt's children
     import webview
     window = webview.create_window(TITLE, url, width=1180, height=760, min_size=(960, 560))
-    icon = resources_dir() / "assets" / "ui" / "icon.svg"   # Qt reads SVG icons (the svg icon engine is bundled)
+    icon = paths.resources_dir() / "assets" / "ui" / "icon.svg"   # Qt reads SVG icons (the svg icon engine is bundled)
     kw = {"gui": "qt", "icon": str(icon) if icon.is_file() else None}
     webview.start(on_ready, window, **kw) if on_ready else webview.start(**kw)
     return 0
@@ -132,7 +132,7 @@ def open_ui(url: str, *, window: bool = True, log=sys.stderr) -> subprocess.Pope
     closing the window ends it) or None."""
     if window and display_available():
         env = dict(os.environ, **qt_defaults())
-        root = SOURCE_ROOT
+        root = paths.SOURCE_ROOT
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
         bare, token = split_token(url)
         env.pop(TOKEN_ENV, None)

@@ -19,6 +19,8 @@ In-process use (the desktop launcher)::
 """
 from __future__ import annotations
 
+import mimetypes
+
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable
@@ -41,6 +43,10 @@ from runtime.app.server.state import ModelHost
 from runtime.app.server.web import EventStream, err, progress_event, sse
 from runtime.common.paths import data_dir as resolve_data_dir
 from runtime.engine.model_locator import locate_pair_or_demo
+
+# the page is ES modules, which browsers run only when served as JavaScript; on Windows Python's
+# mimetypes reads the registry, where .js may be text/plain (the page would stay blank)
+mimetypes.add_type("text/javascript", ".js")
 
 # what other code imports from here (some names now live in the modules beside this one)
 __all__ = ["create_app", "run", "serve_forever", "ServerHandle", "AppState", "Conversation", "ModelHost",

@@ -67,7 +67,7 @@ def url_for(sock: socket.socket, host: str) -> str:
 
 def ui_url(url: str, token: str | None) -> str:
     """The page's address: with a token in force, the page needs it, and reads it once from
-    ``?token=`` (assets/ui/app.js keeps it for the tab and drops it from the address bar)."""
+    ``?token=`` (assets/ui/api.js keeps it for the tab and drops it from the address bar)."""
     from runtime.app.window import with_token
     return with_token(url, token)
 

@@ -1,6 +1,6 @@
 """Drives the UI inside the real pywebview (Qt) window, for tests/test_window.py.
 
-    python tests/window_driver.py URL PHOTO SCREENSHOT.png
+    python tests/support/window_driver.py URL PHOTO SCREENSHOT.png
 
 Opens the window through ``runtime.app.window.run_window`` (the launcher's own code: title, size,
 Qt environment defaults, the token from the environment), then, from pywebview's worker thread,
@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from runtime.app.window import run_window  # noqa: E402
