@@ -105,9 +105,9 @@ def make_demo(out: Path, work: Path) -> dict:
     """The demo model (the committed glmv-plates pair, its manifest and model card) and the CPU-probe
     models, prebuilt: the bundle never writes outside data/."""
     from convert.synthetic.probe_models import PROBE_QUANTS, build_probe_models
-    from runtime.engine.model_locator import demo_pair, source_demo_dir
+    from runtime.engine.model_locator import demo_model_files, source_demo_dir
     src = source_demo_dir()
-    text, mmproj = demo_pair()
+    text, mmproj = demo_model_files()
     out.mkdir(parents=True, exist_ok=True)
     for f in (text, mmproj, src / MANIFEST_NAME, src / "README.md"):
         shutil.copy2(f, out / f.name)

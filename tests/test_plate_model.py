@@ -18,7 +18,7 @@ import pytest
 from convert.synthetic import plate_task as task
 from convert.synthetic import plates
 from runtime.tasks import plate as plate_schema
-from runtime.engine.model_locator import demo_manifest, demo_pair, source_demo_dir
+from runtime.engine.model_locator import demo_manifest, demo_model_files, source_demo_dir
 from runtime.tasks.demo_check import checked_fields, compare, sample_plate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def tok():
 
 
 def test_committed_model_is_complete_and_small():
-    text, mmproj = demo_pair()
+    text, mmproj = demo_model_files()
     man = demo_manifest()
     assert man["pixel_budget"] == task.PIXEL_BUDGET
     size = text.stat().st_size + mmproj.stat().st_size
@@ -50,7 +50,7 @@ def test_task_tokenizer_spells_every_digit_alone_in_hf_and_llama_cpp(tok):
     from llama_cpp import Llama
     vocab, merges = task.task_bpe()
     assert not [m for m in merges if set(m[0] + m[1]) <= set("0123456789")], "digit merges"
-    text, _ = demo_pair()
+    text, _ = demo_model_files()
     llm = Llama(str(text), vocab_only=True, verbose=False)
     for seed in range(40):
         fields = plates.make_fields(plates.plate_seed(task.HELDOUT_SET_SEED, seed), plates.LANGS[seed % 3]).fields

@@ -294,8 +294,8 @@ def _cancel_latency(eng, img, where: str, question: str = "What is the serial nu
 
 
 if __name__ == "__main__":
-    from runtime.engine.model_locator import find_pair
-    text, mmproj = find_pair(Path(sys.argv[1]))
+    from runtime.engine.model_locator import find_model_files
+    text, mmproj = find_model_files(Path(sys.argv[1]))
     eng = Engine(text, mmproj, EngineOptions(n_ctx=4096))
     img = images.prepare(Path(ROOT / "assets/samples/plate-synthetic.jpg").read_bytes(), name="plate.jpg")
     out = {"model": text.name, "n_batch": eng.pair.n_batch, "threads": eng.pair.threads}

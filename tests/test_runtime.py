@@ -186,14 +186,14 @@ def test_a_model_load_reads_its_manifest_once(converted, tmp_path, monkeypatch):
     import shutil
     from runtime.common import manifest
     from runtime.engine.model_files import manifest_pixel_budget, manifest_quant, pixel_budget_for
-    from runtime.engine.model_locator import find_pair
+    from runtime.engine.model_locator import find_model_files
     conv = converted("Q8_0", "Q8_0")
     for p in (conv.text_path, conv.mmproj_path, conv.manifest_path):
         shutil.copy2(p, tmp_path / p.name)
     reads = []
     real = manifest._read_bytes
     monkeypatch.setattr(manifest, "_read_bytes", lambda path: reads.append(path) or real(path))
-    text, mmproj = find_pair(tmp_path)
+    text, mmproj = find_model_files(tmp_path)
     pixel_budget_for(text)
     eng = Engine(text, mmproj, EngineOptions(n_ctx=512, verify=True))
     try:
@@ -205,10 +205,10 @@ def test_a_model_load_reads_its_manifest_once(converted, tmp_path, monkeypatch):
 
 
 def test_the_demo_models_manifest_answers_for_the_self_test():
-    from runtime.engine.model_locator import demo_manifest, demo_model_manifest, demo_pair
+    from runtime.engine.model_locator import demo_manifest, demo_model_manifest, demo_model_files
     from runtime.tasks.demo_check import checked_fields
     m = demo_model_manifest()
-    text, mmproj = demo_pair()
+    text, mmproj = demo_model_files()
     assert m.pair_names() == (text.name, mmproj.name) and m.pixel_budget == 150528
     as_json = demo_manifest()
     assert checked_fields() == checked_fields(as_json) == checked_fields(m) == as_json["checked_fields"]

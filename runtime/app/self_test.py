@@ -56,7 +56,7 @@ def run(data_dir: str | None = None) -> int:
     from runtime.engine import images
     from runtime.tasks import plate
     from runtime.tasks.read_plate import read_plate_photo
-    from runtime.engine.model_locator import bundled_demo_dir, demo_manifest, demo_pair
+    from runtime.engine.model_locator import bundled_demo_dir, demo_manifest, demo_model_files
     from runtime.tasks.demo_check import checked_fields, compare, sample_plate
     from runtime.engine.engine import Engine, EngineOptions
     from runtime.common.paths import app_dir, data_dir as resolve_data_dir, read_only_note
@@ -84,7 +84,7 @@ def run(data_dir: str | None = None) -> int:
         checks["backend_loaded"] = info.cpu_variant is not None
 
         t0 = time.perf_counter()
-        text, mmproj = demo_pair()
+        text, mmproj = demo_model_files()
         report["model"] = {"text": text.name, "mmproj": mmproj.name, "bundled": bundled_demo_dir() is not None}
         eng = Engine(text, mmproj, EngineOptions(n_ctx=4096))
         timings["model_load"] = _ms(t0)

@@ -95,7 +95,7 @@ def check_pair(text_path: str | Path, mmproj_path: str | Path | None) -> tuple[F
 def manifest_beside(text: str | Path) -> Manifest | None:
     """The manifest beside ``text`` for the questions that have an answer without it (photo size,
     quant type, the paired projector): None when it is missing or damaged. Locating the pair and
-    ``--verify`` report the damage (find_pair, verify_checksums)."""
+    ``--verify`` report the damage (find_model_files, verify_checksums)."""
     try:
         return Manifest.beside(text)
     except (OSError, ManifestError):

@@ -11,12 +11,20 @@ portable bundle as ``_internal/demo/``, so ``glmv demo``, the UI with no model i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from runtime.common.manifest import MANIFEST_NAME, Manifest, ManifestError
 from runtime.common.paths import data_dir as resolve_data_dir, model_dirs, resources_dir
 from runtime.engine.model_files import ModelFileError
 
 DEMO_NAME = "glmv-plates"
+
+
+class ModelFiles(NamedTuple):
+    """The two GGUF files of one model on disk (text model + projector): paths, not a loaded model
+    (that is runtime.llama.pair.LlamaPair)."""
+    text: Path
+    mmproj: Path
 
 
 def source_demo_dir() -> Path:
@@ -53,7 +61,7 @@ def demo_manifest(d: Path | None = None) -> dict:
     return m.as_dict() if m else {}
 
 
-def demo_pair() -> tuple[Path, Path]:
+def demo_model_files() -> ModelFiles:
     """The demo model's (text, mmproj) GGUF files (nothing is written)."""
     d = demo_dir()
     if d is None:
@@ -66,10 +74,10 @@ def demo_pair() -> tuple[Path, Path]:
     for f in (text, mmproj):
         if not f.is_file():
             raise ModelFileError(f"the built-in demo model is incomplete: {f} is missing")
-    return text, mmproj
+    return ModelFiles(text, mmproj)
 
 
-def find_pair(model_dir: Path) -> tuple[Path, Path]:
+def find_model_files(model_dir: Path) -> ModelFiles:
     """The (text, mmproj) pair in a folder: from manifest.json, else by file names."""
     if not model_dir.is_dir():
         raise ModelFileError(f"model folder not found: {model_dir}")
@@ -80,7 +88,7 @@ def find_pair(model_dir: Path) -> tuple[Path, Path]:
         raise ModelFileError(f"{e}: copy it again from the conversion output, or delete it to find the pair by "
                              "file names") from None
     if names is not None:
-        return model_dir / names[0], model_dir / names[1]
+        return ModelFiles(model_dir / names[0], model_dir / names[1])
     mm = sorted(model_dir.glob("mmproj*.gguf"))
     text = sorted(p for p in model_dir.glob("*.gguf") if not p.name.startswith("mmproj"))
     if not text:
@@ -88,28 +96,28 @@ def find_pair(model_dir: Path) -> tuple[Path, Path]:
     if not mm:
         raise ModelFileError(f"no projector (mmproj-*.gguf) in {model_dir}: the vision part is missing — copy the "
                              "mmproj file from the same conversion")
-    return text[0], mm[0]
+    return ModelFiles(text[0], mm[0])
 
 
-def locate_pair(model_dir: str | Path | None = None, data_dir: str | Path | None = None) -> tuple[Path, Path]:
+def locate_model_files(model_dir: str | Path | None = None, data_dir: str | Path | None = None) -> ModelFiles:
     """The pair in ``model_dir`` when given, else in the first folder of
     runtime.common.paths.model_dirs that holds one."""
     dirs = model_dirs(model_dir, resolve_data_dir(data_dir))
     if model_dir:
-        return find_pair(dirs[0])
+        return find_model_files(dirs[0])
     for d in dirs:
         if d.is_dir() and any(d.glob("*.gguf")):
-            return find_pair(d)
+            return find_model_files(d)
     raise ModelFileError("no model found. Put the GGUF pair from `glmv convert` (text *.gguf + mmproj-*.gguf) in one "
                          "of: " + ", ".join(str(d) for d in dirs) + " — or pass --model-dir")
 
 
-def locate_pair_or_demo(model_dir: str | Path | None = None, data_dir: str | Path | None = None) -> tuple[Path, Path]:
+def locate_model_files_or_demo(model_dir: str | Path | None = None, data_dir: str | Path | None = None) -> ModelFiles:
     """The installed pair; with none installed (and no ``model_dir``), the built-in demo model, so
     the window opens ready to read the sample plate instead of on an error."""
     try:
-        return locate_pair(model_dir, data_dir)
+        return locate_model_files(model_dir, data_dir)
     except ModelFileError:
         if model_dir:
             raise
-        return demo_pair()
+        return demo_model_files()

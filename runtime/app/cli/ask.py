@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from runtime.app.cli.common import EXIT_OK, _engine, _err, _sampling, pixel_budget
-from runtime.engine.model_locator import locate_pair
+from runtime.engine.model_locator import locate_model_files
 
 
 class _Cancel:
@@ -77,7 +77,7 @@ def _ask(text: Path, mmproj: Path, photo: Path, question: str, a) -> dict:
 
 
 def cmd_ask(a) -> int:
-    text, mmproj = locate_pair(a.model_dir, a.data_dir)
+    text, mmproj = locate_model_files(a.model_dir, a.data_dir)
     _ask(text, mmproj, Path(a.photo), a.question, a)
     return EXIT_OK
 
@@ -87,7 +87,7 @@ def cmd_chat(a) -> int:
     import signal
     from runtime.engine import images
     from runtime.engine.session import ContextFullError
-    text, mmproj = locate_pair(a.model_dir, a.data_dir)
+    text, mmproj = locate_model_files(a.model_dir, a.data_dir)
     img = images.load(a.photo, pixel_budget=pixel_budget(a, text))
     eng = _engine(a, text, mmproj)
     session = eng.session(img, enable_thinking=a.think)

@@ -7,7 +7,7 @@ import json
 import os
 
 from runtime.app.cli.common import EXIT_INPUT, EXIT_OK
-from runtime.engine.model_locator import find_pair
+from runtime.engine.model_locator import find_model_files
 
 
 def cmd_synth(a) -> int:
@@ -52,7 +52,7 @@ def cmd_models(a) -> int:
         if not d.is_dir():
             continue
         try:
-            text, mmproj = find_pair(d)
+            text, mmproj = find_model_files(d)
             t, m = check_pair(text, mmproj)
             status = "ok (structure)"
             if a.verify:
@@ -92,7 +92,7 @@ def cmd_doctor(a) -> int:
     models = []
     for d in model_dirs(getattr(a, "model_dir", None), data_dir(a.data_dir)):
         try:
-            text, mmproj = find_pair(d)
+            text, mmproj = find_model_files(d)
             policy, why = choose_memory_policy(hardware.usable_ram(), text.stat().st_size + mmproj.stat().st_size,
                                                gpu_offload=on_gpu)
             models.append({"folder": str(d), "text": text.name, "mmproj": mmproj.name,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from runtime.app.cli.common import EXIT_OK, _engine, _sampling, pixel_budget
 from runtime.app.cli.photos import check_photos
-from runtime.engine.model_locator import locate_pair
+from runtime.engine.model_locator import locate_model_files
 
 
 def cmd_read_plate(a) -> int:
@@ -18,7 +18,7 @@ def cmd_read_plate(a) -> int:
     from runtime.tasks import plate
     from runtime.engine.model_files import manifest_quant
     from runtime.common.paths import data_dir
-    text, mmproj = locate_pair(a.model_dir, a.data_dir)
+    text, mmproj = locate_model_files(a.model_dir, a.data_dir)
     budget = pixel_budget(a, text)
     # a bad photo is refused before the model loads (minutes on a laptop); each is decoded once, when read
     check_photos(a.photos, budget)
@@ -53,11 +53,11 @@ def cmd_demo(a) -> int:
     from runtime.tasks.read_plate import read_plate_photo
     from runtime.engine import images
     from runtime.tasks import plate
-    from runtime.engine.model_locator import demo_manifest, demo_pair
+    from runtime.engine.model_locator import demo_manifest, demo_model_files
     from runtime.tasks.demo_check import compare, sample_plate
     from runtime.common.paths import data_dir
     from runtime.engine.sampling import SamplingOptions
-    text, mmproj = demo_pair()
+    text, mmproj = demo_model_files()
     photo, truth = sample_plate()
     acc = demo_manifest(text.parent).get("accuracy") or {}
     print("glmv demo: the built-in demo model (glmv-plates, 2.8 M parameters, GLM-4.6V architecture) was\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runtime.app.cli.common import EXIT_OK, EXIT_USAGE, UsageError, _engine, _err
-from runtime.engine.model_locator import locate_pair_or_demo
+from runtime.engine.model_locator import locate_model_files_or_demo
 
 
 def cmd_self_test(a) -> int:
@@ -36,7 +36,7 @@ def cmd_serve(a) -> int:
     from runtime.app.server import app as server
 
     def locate():
-        return locate_pair_or_demo(a.model_dir, a.data_dir)
+        return locate_model_files_or_demo(a.model_dir, a.data_dir)
 
     def factory(text, mmproj, progress):
         return _engine(a, text, mmproj, progress)   # load progress reaches /api/status

@@ -42,7 +42,7 @@ from runtime.app.server.serving import ServerHandle, make_server, serve_with_ui,
 from runtime.app.server.state import ModelHost
 from runtime.app.server.web import EventStream, err, progress_event, sse
 from runtime.common.paths import data_dir as resolve_data_dir
-from runtime.engine.model_locator import locate_pair_or_demo
+from runtime.engine.model_locator import locate_model_files_or_demo
 
 # the page is ES modules, which browsers run only when served as JavaScript; on Windows Python's
 # mimetypes reads the registry, where .js may be text/plain (the page would stay blank)
@@ -117,7 +117,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     ddir = resolve_data_dir(data_dir)
     if locate is None:
         def locate():
-            return locate_pair_or_demo(model_dir, ddir)
+            return locate_model_files_or_demo(model_dir, ddir)
     if engine_factory is None:
         def engine_factory(text, mmproj, progress):
             from runtime.engine.engine import Engine, EngineOptions
