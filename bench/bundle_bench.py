@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from xdisplay import xvfb_display  # noqa: E402  (the tests' private X server)
+from support.xdisplay import xvfb_display  # noqa: E402  (the tests' private X server)
 
 
 def one_run(cmd: list[str], model_dir: Path, display: bool) -> dict:
