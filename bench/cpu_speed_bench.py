@@ -117,6 +117,8 @@ def table(results: dict[str, list[dict]], ref: str) -> str:
     r_ttft, r_dec = med(ref, "ttft_s") or (float("nan"),), med(ref, "decode_tps") or (float("nan"),)
     for name, runs in results.items():
         ok = [r for r in runs if r.get("rc") == 0]
+        if not runs:
+            continue   # not run yet (a table of a run stopped early)
         if not ok:
             lines.append(f"| {name} | 0 of {len(runs)} | failed: {runs[-1].get('stderr', '')[-120:]!r} |||||||||")
             continue
@@ -135,6 +137,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mmproj", type=Path)
     ap.add_argument("--table-from", type=Path, metavar="JSON",
                     help="print the table of a run saved with --json (also one stopped early) and exit")
+    ap.add_argument("--rounds-shown", default="", help="with --table-from: only these rounds (1-based, e.g. 2)")
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "bench" / "full" / "quants")
     ap.add_argument("--quants", default="Q4_K_M,Q4_0,IQ4_NL,Q5_K_M")
     ap.add_argument("--rounds", type=int, default=2)
@@ -146,6 +149,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.table_from:
         saved = json.loads(a.table_from.read_text())
+        keep = {int(r) - 1 for r in a.rounds_shown.split(",") if r.strip()}
+        if keep:
+            saved = {k: [r for r in v if r.get("round") in keep] for k, v in saved.items()}
         print(table(saved, next(iter(saved))))
         return 0
     if not (a.f16 and a.mmproj):
