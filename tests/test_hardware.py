@@ -47,6 +47,36 @@ def test_recommended_quant_grows_with_vram_and_stays_small_on_a_cpu():
     assert "needs about" in quant_advice(4 * GiB)[1] and "needs about" not in quant_advice(16 * GiB)[1]
 
 
+AVX2 = {"SSE3": "1", "AVX": "1", "AVX2": "1", "FMA": "1", "REPACK": "1"}
+OLD_CPU = {"SSE3": "1", "SSSE3": "1", "REPACK": "1"}       # the sse42/x64 variants: no AVX2 kernels
+
+
+def test_cpu_advice_weighs_speed_by_what_the_cpu_repacks():
+    """Q4_0 where ggml repacks it for AVX2 (measured faster than Q4_K_M, docs/benchmarks.md),
+    Q4_K_M where that was not measured; never F16 on a CPU; a GPU's advice ignores the CPU."""
+    for g in (4, 8, 16, 24, 64, 256):
+        assert recommend_quant(g * GiB, cpu_features=AVX2) == "Q4_0"
+        assert recommend_quant(g * GiB, cpu_features=OLD_CPU) == "Q4_K_M"
+        assert recommend_quant(g * GiB, cpu_features={**AVX2, "REPACK": "0"}) == "Q4_K_M"
+    quant, why = quant_advice(8 * GiB, cpu_features=AVX2)
+    assert quant == "Q4_0" and "repacks Q4_0" in why and "needs about" not in why
+    assert "needs about" in quant_advice(4 * GiB, cpu_features=AVX2)[1]
+    for g in (8, 16, 64):
+        assert recommend_quant(g * GiB, gpu=True, cpu_features=AVX2) == recommend_quant(g * GiB, gpu=True)
+
+
+def test_convert_quant_auto_is_the_doctors_advice_here():
+    from runtime.app.cli.models import convert_quant
+    from runtime.engine.hardware import usable_ram
+    from runtime.llama.backends import ensure_loaded, import_llama_cpp
+    assert convert_quant("IQ4_NL") == ("IQ4_NL", None)
+    import_llama_cpp()
+    info = ensure_loaded()
+    quant, why = convert_quant("auto")
+    want = "Q4_K_M" if info.gpus else recommend_quant(usable_ram(), cpu_features=info.cpu_features)
+    assert quant == want and why
+
+
 MODEL = int((5.74 + 0.91) * GiB)   # the release's Q4_K_M + Q8_0 mmproj
 
 
@@ -101,5 +131,5 @@ def test_doctor_json(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    assert rep["cpu_variant"] and rep["ram_total_mib"] > 0 and rep["recommended_quant"] in ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16")
+    assert rep["cpu_variant"] and rep["ram_total_mib"] > 0 and rep["recommended_quant"] in ("Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "F16")
     assert "CPU" in rep["backends"]

@@ -12,7 +12,7 @@ from pathlib import Path
 GiB = 2 ** 30
 # Real GLM-4.6V-Flash sizes per text quant (bytes, with the 934.6 MiB Q8_0 mmproj added) and a
 # working margin for the KV cache, image encoder buffers and the program itself.
-QUANT_FOOTPRINT_GIB = {"Q4_K_M": 6.2 + 0.9, "Q5_K_M": 7.1 + 0.9, "Q6_K": 8.2 + 0.9, "Q8_0": 9.3 + 0.9,
+QUANT_FOOTPRINT_GIB = {"Q4_0": 5.5 + 0.9, "Q4_K_M": 6.2 + 0.9, "Q5_K_M": 7.1 + 0.9, "Q6_K": 8.2 + 0.9, "Q8_0": 9.3 + 0.9,
                        "F16": 17.5 + 0.9}
 WORKING_MARGIN_GIB = 1.5
 
@@ -102,26 +102,38 @@ def usable_ram() -> int:
     return min(total, limit) if limit else total
 
 
-def recommend_quant(available_bytes: int, *, gpu: bool = False) -> str:
-    return quant_advice(available_bytes, gpu=gpu)[0]
+def recommend_quant(available_bytes: int, *, gpu: bool = False, cpu_features: dict | None = None) -> str:
+    return quant_advice(available_bytes, gpu=gpu, cpu_features=cpu_features)[0]
 
 
-def quant_advice(available_bytes: int, *, gpu: bool = False) -> tuple[str, str]:
+def repacks_q4_0(cpu_features: dict | None) -> bool:
+    """ggml reorders Q4_0 weights at load into interleaved blocks its AVX2 kernels read fast (the
+    CPU feature list llama.cpp reports says REPACK, and x86 needs AVX2 for those kernels)."""
+    f = cpu_features or {}
+    return f.get("REPACK") == "1" and f.get("AVX2") == "1"
+
+
+def quant_advice(available_bytes: int, *, gpu: bool = False, cpu_features: dict | None = None) -> tuple[str, str]:
     """(quant, why) for a machine with ``available_bytes`` of VRAM (``gpu``) or RAM.
 
-    On a CPU, speed decides as much as memory: every generated token reads all the weights, so
-    a bigger file is slower in proportion (F16 decodes ~3.5× slower than Q4_K_M) — the CPU advice
-    is Q4_K_M whatever the RAM. On a GPU, the largest quant that fits in VRAM with a margin."""
+    On a CPU, speed decides as much as memory: every generated token reads all the weights, so a
+    bigger file is slower in proportion — never F16 however much RAM. Where ggml repacks Q4_0
+    (``repacks_q4_0``), Q4_0 answered sooner than Q4_K_M on the full-size model (first answer
+    0.85×, decode 1.33×, 2 vCPUs; docs/benchmarks.md) and is 0.66 GiB smaller; elsewhere that
+    was not measured, so the advice stays Q4_K_M. On a GPU, the largest quant that fits in VRAM
+    with a margin."""
     if not gpu:
-        need = (QUANT_FOOTPRINT_GIB["Q4_K_M"] + WORKING_MARGIN_GIB) * GiB
-        why = ("no usable GPU: on a CPU every token reads all the weights, so the smallest good quant "
-               "answers fastest")
+        quant = "Q4_0" if repacks_q4_0(cpu_features) else "Q4_K_M"
+        need = (QUANT_FOOTPRINT_GIB[quant] + WORKING_MARGIN_GIB) * GiB
+        why = ("no usable GPU: on a CPU every token reads all the weights, so the smallest good quant answers "
+               "fastest" + ("; this CPU repacks Q4_0 for its AVX2 kernels (first answer 0.85×, decode 1.33× of "
+                            "Q4_K_M measured here; Q4_K_M keeps more bits per weight, 4.8 vs 4.5)" if quant == "Q4_0" else ""))
         if available_bytes < need:
             why += f"; it needs about {need / GiB:.1f} GiB and this machine has {available_bytes / GiB:.1f} GiB"
-        return "Q4_K_M", why
+        return quant, why
     best = "Q4_K_M"
     for quant, gib in sorted(QUANT_FOOTPRINT_GIB.items(), key=lambda kv: kv[1]):
-        if (gib + WORKING_MARGIN_GIB) * GiB <= available_bytes:
+        if quant != "Q4_0" and (gib + WORKING_MARGIN_GIB) * GiB <= available_bytes:
             best = quant
     return best, f"the largest that fits in {available_bytes / GiB:.1f} GiB of free VRAM with a margin"
 

@@ -3,7 +3,7 @@ turns its errors into exit codes; the commands themselves live beside it (parser
 
 Commands:
   glmv synth OUT [--size tiny|medium|full]     make the synthetic GLM-4.6V checkpoint
-  glmv convert SRC --out DIR [--quant Q4_K_M] [--mmproj-quant Q8_0]
+  glmv convert SRC --out DIR [--quant auto] [--mmproj-quant Q8_0]
                                               Hugging Face checkpoint → GGUF pair + manifest.json
   glmv ask PHOTO "question" [--model-dir DIR] answer one question about a photo (streams)
   glmv chat PHOTO [--json]                    multi-turn about one photo; --json: a question per stdin

@@ -17,9 +17,27 @@ def cmd_synth(a) -> int:
     return EXIT_OK
 
 
+def convert_quant(requested: str) -> tuple[str, str | None]:
+    """``--quant``: as given, or for ``auto`` the text quant ``glmv doctor`` recommends for this
+    machine (and why) — Q4_0 where ggml repacks it for the CPU, else Q4_K_M."""
+    if requested.lower() != "auto":
+        return requested, None
+    from runtime.engine import hardware
+    from runtime.llama.backends import ensure_loaded, import_llama_cpp
+    import_llama_cpp()
+    info = ensure_loaded()
+    if info.gpus:   # a converted file usually travels: on a GPU machine keep the portable default
+        return "Q4_K_M", "a GPU is present: Q4_K_M suits it and any CPU"
+    return hardware.quant_advice(hardware.usable_ram(), cpu_features=info.cpu_features)
+
+
 def cmd_convert(a) -> int:
+    import sys
     from convert.converter import convert
-    r = convert(a.src, a.out, quant=a.quant, mmproj_quant=a.mmproj_quant, name=a.name,
+    quant, why = convert_quant(a.quant)
+    if why:
+        print(f"glmv convert: --quant auto → {quant} ({why})", file=sys.stderr)
+    r = convert(a.src, a.out, quant=quant, mmproj_quant=a.mmproj_quant, name=a.name,
                 progress=not a.quiet, threads=a.threads, force=a.force)
     summary = {"text": str(r.text_path), "mmproj": str(r.mmproj_path), "manifest": str(r.manifest_path),
                "skipped": r.skipped, **r.report}
@@ -88,7 +106,7 @@ def cmd_doctor(a) -> int:
     from runtime.llama.memory_policy import choose as choose_memory_policy
     on_gpu = bool(info.gpus)
     quant, quant_why = hardware.quant_advice(max(d.memory_free for d in info.gpus) if on_gpu
-                                             else hardware.usable_ram(), gpu=on_gpu)
+                                             else hardware.usable_ram(), gpu=on_gpu, cpu_features=info.cpu_features)
     models = []
     for d in model_dirs(getattr(a, "model_dir", None), data_dir(a.data_dir)):
         try:

@@ -81,7 +81,9 @@ def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="Hugging Face GLM-4.6V checkpoint → text GGUF + mmproj GGUF")
     c.add_argument("src")
     c.add_argument("--out", required=True)
-    c.add_argument("--quant", default="Q4_K_M", help="F32 F16 BF16 Q8_0 Q6_K Q5_K_M Q4_K_M Q4_0 IQ4_NL (default Q4_K_M)")
+    c.add_argument("--quant", default="auto", help="F32 F16 BF16 Q8_0 Q6_K Q5_K_M Q4_K_M Q4_0 IQ4_NL, or "
+                   "auto (default): what `glmv doctor` recommends here — Q4_0 on a CPU whose llama.cpp repacks "
+                   "it (AVX2), else Q4_K_M")
     c.add_argument("--mmproj-quant", default="Q8_0", help="F32 F16 Q8_0 (default Q8_0)")
     c.add_argument("--name", help="base name of the output files (default: the source folder's name)")
     c.add_argument("--threads", type=int)
