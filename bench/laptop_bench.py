@@ -9,7 +9,9 @@ question, and — for each limited run — the ratios against the same policy un
 the same invocation.
 
     PYTHONPATH=. .venv/bin/python bench/laptop_bench.py --model-dir build/bench/full/gguf \\
-        [--limit-gib 8] [--policies lean,tight] [--reference] [--json build/bench/laptop.json]
+        [--limit-gib 8] [--policies lean,tight] [--repeat 3] [--max-tokens 96] [--json build/bench/laptop.json]
+
+Exit status 1 when a policy fails the test (medians over the repetitions).
 
 Needs root and a cgroup v1 memory hierarchy at /sys/fs/cgroup/memory (or it says so and stops).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import threading
 import sys
@@ -29,10 +32,12 @@ CG = Path("/sys/fs/cgroup/memory")
 GiB = 2 ** 30
 QUESTIONS = ("What is the serial number on this nameplate?",
              "Describe everything written on the nameplate, line by line.")
-MAX_TOKENS = 48   # each answer (greedy: a random-weight model never stops early)
+# tokens per answer (greedy: a random-weight model never stops early); twice the first runs' 48, so
+# the follow-up's decode rate is timed over ~30 s instead of ~15 s
+MAX_TOKENS = 96
 
 
-def _run(model_dir: str, photo: str, policy: str, limit: int | None, ctx: int) -> dict:
+def _run(model_dir: str, photo: str, policy: str, limit: int | None, ctx: int, max_tokens: int) -> dict:
     cg = CG / f"glmv-laptop-{os.getpid()}-{int(time.time() * 1000)}"
     cg.mkdir()
     try:
@@ -45,7 +50,7 @@ def _run(model_dir: str, photo: str, policy: str, limit: int | None, ctx: int) -
         results, t0 = [], time.perf_counter()
         # one process, two questions: the follow-up reuses the session (its KV cache)
         p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "chat", photo, "--json", "--model-dir", model_dir,
-                              "--ctx", str(ctx), "--max-tokens", str(MAX_TOKENS), "--no-cache", "--greedy"],
+                              "--ctx", str(ctx), "--max-tokens", str(max_tokens), "--no-cache", "--greedy"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                              preexec_fn=lambda: (cg / "cgroup.procs").write_text(str(os.getpid())))
         peaks = {"rss": 0, "mapped_file": 0, "resident": 0}
@@ -87,21 +92,51 @@ def _run(model_dir: str, photo: str, policy: str, limit: int | None, ctx: int) -
                 time.sleep(0.2)
 
 
-def _row(r: dict, ref: dict | None) -> str:
+def _q(r: dict, i: int, key: str, scale: float = 1) -> float | None:
+    """Question ``i``'s ``key`` in run ``r`` (divided by ``scale``); None when the run failed."""
     a = r["answers"]
-    if r["rc"] != 0 or len(a) < 2:
-        return (f"| {r['policy']} | {r['limit_gib'] or '—'} | {r['peak_gib']:.2f} | {r['peak_resident_gib']:.2f} | "
-                f"{r['limit_hits']} | failed (rc {r['rc']}{', OOM-killed' if r['oom_killed'] else ''}) | | | | | |")
-    q1, q2 = a[0], a[1]
-    ratio = ""
-    if ref and ref["rc"] == 0 and len(ref["answers"]) >= 2:
-        r1, r2 = ref["answers"]
-        ratio = (f"{q1['ttft_ms'] / r1['ttft_ms']:.2f}× / {q2['ttft_ms'] / r2['ttft_ms']:.2f}× | "
-                 f"{q1['decode_tps'] / max(r1['decode_tps'], 1e-9):.2f}× / {q2['decode_tps'] / max(r2['decode_tps'], 1e-9):.2f}×")
-    return (f"| {r['policy']} | {r['limit_gib'] or '—'} | {r['peak_gib']:.2f} | {r['peak_resident_gib']:.2f} | "
-            f"{r['limit_hits']} | "
-            f"{q1['load_ms'] / 1000:.1f} | {q1['image_encode_ms'] / 1000:.1f} | {q1['ttft_ms'] / 1000:.1f} / "
-            f"{q2['ttft_ms'] / 1000:.1f} | {q1['decode_tps']:.2f} / {q2['decode_tps']:.2f} | {ratio or '— | —'} |")
+    return a[i][key] / scale if r["rc"] == 0 and len(a) >= 2 else None
+
+
+def _med(xs: list, fmt: str = "{:.2f}") -> str:
+    """The median of the values that exist, with their range: '2.91 (2.80–3.05)'."""
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return "failed"
+    m = fmt.format(statistics.median(xs))
+    return m + (f" ({fmt.format(xs[0])}–{fmt.format(xs[-1])})" if len(xs) > 1 else "")
+
+
+def _ratios(pairs: list[tuple[dict, dict]], i: int, key: str) -> list[float]:
+    """limited / unlimited for question ``i``, one per repetition (each pair ran side by side)."""
+    out = []
+    for ref, lim in pairs:
+        a, b = _q(lim, i, key), _q(ref, i, key)
+        if a is not None and b:
+            out.append(a / b)
+    return out
+
+
+def _summary(policy: str, pairs: list[tuple[dict, dict]]) -> tuple[list[str], bool]:
+    """Table rows (unlimited, limited; medians with the range) and whether the policy passes:
+    every limited run completed, and the median ratios meet TTFT ≤ 1.1× and decode ≥ 0.9×."""
+    rows = []
+    for label, runs in (("—", [r for r, _ in pairs]), ("limited", [lim for _, lim in pairs])):
+        lim = label != "—"
+        rows.append(
+            f"| {policy} | {runs[0]['limit_gib'] if lim else '—'} | {sum(r['rc'] == 0 for r in runs)}/{len(runs)} | "
+            f"{_med([r['peak_gib'] for r in runs])} | {_med([r['peak_resident_gib'] for r in runs])} | "
+            f"{_med([r['limit_hits'] for r in runs], '{:,.0f}')} | {_med([_q(r, 0, 'load_ms', 1000) for r in runs])} | "
+            f"{_med([_q(r, 0, 'image_encode_ms', 1000) for r in runs])} | "
+            f"{_med([_q(r, 0, 'ttft_ms', 1000) for r in runs])} / {_med([_q(r, 1, 'ttft_ms', 1000) for r in runs])} | "
+            f"{_med([_q(r, 0, 'decode_tps') for r in runs])} / {_med([_q(r, 1, 'decode_tps') for r in runs])} | "
+            + (f"{_med(_ratios(pairs, 0, 'ttft_ms'))} / {_med(_ratios(pairs, 1, 'ttft_ms'))} | "
+               f"{_med(_ratios(pairs, 0, 'decode_tps'))} / {_med(_ratios(pairs, 1, 'decode_tps'))} |" if lim else "— | — |"))
+    ok = all(lim["rc"] == 0 and len(lim["answers"]) >= 2 for _, lim in pairs)
+    for i in (0, 1):
+        t, d = _ratios(pairs, i, "ttft_ms"), _ratios(pairs, i, "decode_tps")
+        ok = ok and bool(t) and bool(d) and statistics.median(t) <= 1.1 and statistics.median(d) >= 0.9
+    return rows, ok
 
 
 def main() -> int:
@@ -112,7 +147,8 @@ def main() -> int:
     ap.add_argument("--policies", default="roomy,lean,tight", help="GLMV_MEMORY_POLICY values, comma-separated "
                     "lists joined with ';' (e.g. 'lean;lean,repack=off')")
     ap.add_argument("--ctx", type=int, default=8192)
-    ap.add_argument("--no-reference", action="store_true", help="skip the unlimited run of each policy")
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions of each (unlimited, limited) pair")
+    ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="tokens per answer (greedy: all of them)")
     ap.add_argument("--json")
     a = ap.parse_args()
     if os.geteuid() != 0 or not os.access(CG, os.W_OK):
@@ -120,27 +156,43 @@ def main() -> int:
         return 2
     policies = [p for p in (a.policies.split(";") if ";" in a.policies else a.policies.split(",")) if p]
     limit = int(a.limit_gib * GiB)
-    runs = []
-    for policy in policies:
-        ref = None if a.no_reference else _run(a.model_dir, a.photo, policy, None, a.ctx)
-        lim = _run(a.model_dir, a.photo, policy, limit, a.ctx)
-        runs.append((ref, lim))
-        print(f"[laptop_bench] {policy}: done", file=sys.stderr, flush=True)
-    print(f"\nmodel {a.model_dir}, context {a.ctx}, photo {Path(a.photo).name}, two questions of {MAX_TOKENS} "
-          "tokens each (greedy), the second a follow-up in the same session\n")
-    print("| policy | limit GiB | peak GiB (all, cache too) | peak resident GiB (anon + mapped) | limit hits | load s | "
-          "vision s | TTFT s (q1 / q2) | decode tok/s (q1 / q2) | TTFT vs unlimited | decode vs unlimited |")
-    print("|---|---|---:|---:|---:|---:|---:|---|---|---|---|")
-    for ref, lim in runs:
-        if ref:
-            print(_row(ref, None))
-        print(_row(lim, ref))
+    runs: dict[str, list[tuple[dict, dict]]] = {p: [] for p in policies}
+    for rep in range(a.repeat):
+        for policy in policies:
+            # side by side: the unlimited reference and the limited run of one repetition are adjacent,
+            # and their order alternates, so a slow stretch of a shared machine lands on both sides
+            order = [None, limit] if rep % 2 == 0 else [limit, None]
+            got = {lim: _run(a.model_dir, a.photo, policy, lim, a.ctx, a.max_tokens) for lim in order}
+            runs[policy].append((got[None], got[limit]))
+            print(f"[laptop_bench] {policy}: repetition {rep + 1}/{a.repeat} done", file=sys.stderr, flush=True)
+    print(f"\nmodel {a.model_dir}, context {a.ctx}, photo {Path(a.photo).name}, two questions of {a.max_tokens} "
+          f"tokens each (greedy), the second a follow-up in the same session; {a.repeat} repetitions: "
+          "medians (range)\n")
+    print("| policy | limit GiB | completed | peak GiB (all, cache too) | peak resident GiB (anon + mapped) | "
+          "limit hits | load s | vision s | TTFT s (q1 / q2) | decode tok/s (q1 / q2) | TTFT vs unlimited | "
+          "decode vs unlimited |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---|---|---|---|")
+    verdicts = {}
+    for policy, pairs in runs.items():
+        rows, verdicts[policy] = _summary(policy, pairs)
+        print("\n".join(rows))
+    print()
+    for policy, pairs in runs.items():
+        for r in (x for pair in pairs for x in pair if x["rc"] != 0 or len(x["answers"]) < 2):
+            print(f"{policy} {r['limit_gib'] or 'unlimited'}: failed (rc {r['rc']}"
+                  f"{', OOM-killed' if r['oom_killed'] else ''}): {r['stderr_tail'].strip()[-300:]}")
+            break
+    for policy, ok in verdicts.items():
+        print(f"{policy}: {'PASS' if ok else 'FAIL'} at {a.limit_gib:g} GiB (median TTFT ≤ 1.1×, decode ≥ 0.9× "
+              "of the same policy unlimited, both questions, every limited run completed)")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(a.json + ".part")
-        tmp.write_text(json.dumps([{"reference": r, "limited": l} for r, l in runs], indent=2))
+        tmp.write_text(json.dumps({"max_tokens": a.max_tokens, "ctx": a.ctx, "limit_gib": a.limit_gib,
+                                   "runs": {p: [{"reference": r, "limited": l} for r, l in v] for p, v in runs.items()},
+                                   "pass": verdicts}, indent=2))
         os.replace(tmp, a.json)
-    return 0
+    return 0 if all(verdicts.values()) else 1
 
 
 if __name__ == "__main__":

@@ -50,8 +50,8 @@ def _stream(session, question: str, a, cancel: _Cancel | None = None) -> dict:
               "cached": last.cached, "prompt_tokens": last.prompt_tokens,
               "completion_tokens": last.completion_tokens, "image_encodes": session.image_encodes,
               "image_encode_ms": round(t.image_encode_ms, 1), "prefill_ms": round(t.prefill_ms, 1),
-              "ttft_ms": round(t.ttft_ms, 1), "decode_tps": round(t.decode_tps, 1),
-              "reasoning_capped": last.reasoning_capped, "sampling": sampling.describe(),
+              "ttft_ms": round(t.ttft_ms, 1), "decode_tps": round(t.decode_tps, 2),
+              "decode_ms": round(t.decode_ms, 1), "reasoning_capped": last.reasoning_capped, "sampling": sampling.describe(),
               "load_ms": round(session.engine.load_ms, 1), "memory_policy": session.engine.memory_policy.name}
     if a.json:
         print(json.dumps(result, ensure_ascii=False), flush=True)
