@@ -4,6 +4,12 @@ import sys
 
 # A windowed Windows executable has no console: sys.stdout/stderr are None, and libraries that
 # configure logging on them (uvicorn) fail at start. Give them somewhere harmless to write.
+# Say so (GLMV_WINDOWED): when the window cannot open, glmv.exe must open a console UI rather
+# than print to nowhere (runtime/app/window.py, console_fallback).
+if sys.stdout is None:
+    os.environ["GLMV_WINDOWED"] = "1"
+else:
+    os.environ.pop("GLMV_WINDOWED", None)
 for _name in ("stdout", "stderr"):
     if getattr(sys, _name) is None:
         setattr(sys, _name, open(os.devnull, "w", encoding="utf-8"))

@@ -33,6 +33,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "test_release_formats": ("llama", "reference"), "test_runtime": ("llama", "reference"),
     "test_sampling": ("llama", "reference"), "test_server": ("llama",), "test_shipping": (),
     "test_synth": ("reference",), "test_ui_browser": ("llama", "display"), "test_window": ("llama", "display"),
+    "test_winpe_check": (), "test_windows_fallback": ("llama",),
 }
 
 

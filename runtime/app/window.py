@@ -147,8 +147,32 @@ def open_ui(url: str, *, window: bool = True, log=sys.stderr) -> subprocess.Pope
     if display_available() and _open_browser(url):
         print(f"glmv: opened {url} in the browser", file=log, flush=True)
         return None
+    if windowed_without_console():
+        # glmv.exe has no console: the notice would go nowhere and the program would seem to die
+        # (a WinPE stick without Direct3D or a browser, say). Open the console UI instead.
+        return console_fallback("the window could not open here and there is no browser")
     no_display_notice(url, log)
     return None
+
+
+WINDOWED_ENV = "GLMV_WINDOWED"   # set by portable_build/entry.py in glmv.exe, which has no console
+
+
+def windowed_without_console() -> bool:
+    return sys.platform == "win32" and os.environ.get(WINDOWED_ENV) == "1"
+
+
+def console_fallback(why: str) -> subprocess.Popen | None:
+    """``glmv-cli.exe console`` in a console window of its own: it says why, asks for a photo and
+    answers questions there. The caller stops its server (the console UI loads the model itself)."""
+    cli = Path(sys.executable).with_name("glmv-cli.exe")
+    if not cli.is_file():
+        return None
+    env = {k: v for k, v in os.environ.items() if k != WINDOWED_ENV}
+    child = subprocess.Popen([str(cli), "console", "--why", why], env=env,
+                             creationflags=getattr(subprocess, "CREATE_NEW_CONSOLE", 0))
+    child.console_ui = True
+    return child
 
 
 def no_display_notice(url: str, log=sys.stderr) -> None:

@@ -1,5 +1,5 @@
-"""``glmv ask`` and ``glmv chat``: questions about one photo, the answer streamed to the terminal
-(or one JSON object per answer with --json), timings and the sampling used on stderr."""
+"""``glmv ask``, ``glmv chat`` and ``glmv console``: questions about one photo, the answer streamed to
+the terminal (or one JSON object per answer with --json), timings and the sampling used on stderr."""
 from __future__ import annotations
 
 import json
@@ -123,3 +123,29 @@ def cmd_chat(a) -> int:
         signal.signal(signal.SIGINT, old)
         eng.close()
     return EXIT_OK
+
+
+def cmd_console(a) -> int:
+    """The console UI: glmv.exe opens it in a console window when its own window cannot start (a
+    WinPE stick). It says why, asks for a photo (Enter: the sample plate), then works as `glmv chat`."""
+    from runtime.common.paths import resources_dir
+    if a.why:
+        print(f"glmv: {a.why}. This is the console version; everything else works the same.")
+    print("Ask about a photo: type a question and press Enter; /exit quits.")
+    sample = resources_dir() / "assets" / "samples" / "plate-synthetic.jpg"
+    while not a.photo:
+        try:
+            line = input(f"Photo file (press Enter for the sample plate {sample.name}): ").strip().strip('"')
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return EXIT_OK
+        photo = Path(line).expanduser() if line else sample
+        if photo.is_file():
+            a.photo = str(photo)
+        else:
+            print(f"  there is no file {photo}: type its full path, or drag the file into this window")
+    a.json = False
+    # like the window: with no model installed, the built-in demo model answers
+    from runtime.engine.model_locator import locate_model_files_or_demo
+    a.model_dir = str(locate_model_files_or_demo(a.model_dir, getattr(a, "data_dir", None)).text.parent)
+    return cmd_chat(a)

@@ -15,6 +15,8 @@ Commands:
                                               models found, the quant recommended for this machine
   glmv demo                                   the built-in demo model reads a sample plate, checked against its truth
   glmv --self-test                            offline end-to-end check on the demo model (JSON report)
+  glmv --check-winpe [--system32 DIR]         Windows bundle: which system DLLs this Windows (a PE stick)
+                                              lacks, for the command line and for the window
   glmv serve [--host H] [--port P] [--token T] local HTTP server (web UI, app API, OpenAI-compatible
                                               /v1); prints its URL as the first line of stdout
 
@@ -74,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_window(argv[1])
     if not argv:  # a double-click: the server and its window (or the browser)
         argv = ["serve"]
-    if argv[0] == "--self-test":
-        argv = ["self-test", *argv[1:]]
+    if argv[0] in ("--self-test", "--check-winpe"):
+        argv = [argv[0][2:], *argv[1:]]
     a = build_parser().parse_args(argv)
     if not getattr(a, "fn", None):
         build_parser().print_help()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from runtime.app.cli.ask import cmd_ask, cmd_chat
+from runtime.app.cli.ask import cmd_ask, cmd_chat, cmd_console
 from runtime.app.cli.models import cmd_convert, cmd_doctor, cmd_models, cmd_synth
 from runtime.app.cli.plate import cmd_demo, cmd_read_plate
-from runtime.app.cli.serve import cmd_self_test, cmd_serve
+from runtime.app.cli.serve import cmd_check_winpe, cmd_self_test, cmd_serve
 
 
 def _port(text: str) -> int:
@@ -94,10 +94,15 @@ def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
 
     for name, fn, hlp in (("ask", cmd_ask, "answer one question about a photo (streams)"),
                           ("chat", cmd_chat, "multi-turn questions about one photo (stdin; --json for scripts)"),
+                          ("console", cmd_console, "the console UI: asks for a photo, then questions (what "
+                                                   "glmv.exe opens when its window cannot start)"),
                           ("demo", cmd_demo, "run the built-in demo model on a sample nameplate")):
         q = sub.add_parser(name, help=hlp)
         if name in ("ask", "chat"):
             q.add_argument("photo")
+        if name == "console":
+            q.add_argument("photo", nargs="?", help="the photo (asked for when not given)")
+            q.add_argument("--why", help="what to say first (why the window did not open)")
         if name == "ask":
             q.add_argument("question")
         if name != "demo":
@@ -145,6 +150,11 @@ def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
                                           "also `glmv --self-test`")
     st.add_argument("--data-dir")
     st.set_defaults(fn=cmd_self_test)
+
+    cw = sub.add_parser("check-winpe", help="Windows: are the system DLLs the bundle needs present (run it on a "
+                                            "WinPE stick)? also `glmv-cli.exe --check-winpe`")
+    cw.add_argument("--system32", help="the folder to look in (default %%SystemRoot%%\\System32)")
+    cw.set_defaults(fn=cmd_check_winpe)
 
     d = sub.add_parser("doctor", help="CPU, chosen llama.cpp CPU variant, RAM, GPUs, models, recommended quant")
     d.add_argument("--model-dir")

@@ -1,5 +1,5 @@
-"""``glmv serve`` (the local server: web UI, app API, OpenAI-compatible /v1) and ``glmv self-test``
-(the offline end-to-end check on the demo model)."""
+"""``glmv serve`` (the local server: web UI, app API, OpenAI-compatible /v1), ``glmv self-test``
+(the offline end-to-end check on the demo model) and ``glmv check-winpe`` (the bundle's system DLLs)."""
 from __future__ import annotations
 
 from runtime.app.cli.common import EXIT_OK, EXIT_USAGE, UsageError, _engine, _err
@@ -9,6 +9,17 @@ from runtime.engine.model_locator import locate_model_files_or_demo
 def cmd_self_test(a) -> int:
     from runtime.app import self_test
     return self_test.run(a.data_dir)
+
+
+def cmd_check_winpe(a) -> int:
+    from pathlib import Path
+    from runtime.app import winpe_check
+    from runtime.common.paths import resources_dir
+    try:
+        return winpe_check.run(resources_dir(), Path(a.system32) if a.system32 else None)
+    except FileNotFoundError as e:
+        _err(str(e))
+        return EXIT_USAGE
 
 
 def cmd_serve(a) -> int:

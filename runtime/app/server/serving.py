@@ -93,6 +93,9 @@ def serve_with_ui(server: UvicornServer, sock, url: str) -> None:
     try:
         child, started = open_ui(url), time.monotonic()
         while t.is_alive() and not stop.is_set():
+            if getattr(child, "console_ui", False):
+                child = None   # the console UI (window.console_fallback) lives on and loads the model
+                break          # itself: this server stops, so the two never hold it at once
             if child is not None and child.poll() is not None:
                 if child.returncode == 0:
                     break  # the user closed the window
