@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glmv-setup
 
-.PHONY: setup demo test bench clean llama-wheel system-deps bundle plate-model plate-accuracy
+.PHONY: setup demo test bench clean llama-wheel system-deps bundle plate-model plate-accuracy \
+        windows-deps bundle-windows test-windows
 
 setup: $(STAMP)
 
@@ -30,19 +31,26 @@ SYSTEM_PKGS := chromium fonts-noto-cjk xvfb xauth libxcb-cursor0 libxcb-icccm4 l
   libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 \
   libxkbcommon-x11-0 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libasound2 \
   qemu-user strace fonts-dejavu-core fonts-wqy-microhei
-system-deps:
-	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -z "$$missing" ]; then echo "system-deps: all present"; \
-	elif ! command -v apt-get >/dev/null 2>&1; then echo "system-deps: no apt-get; install:$$missing"; \
-	elif [ "$$(id -u)" != 0 ]; then echo "system-deps: not root; run: sudo apt-get install -y$$missing"; \
+# apt-get install of the packages in $(1) that are missing (the recipe shared by system-deps and
+# windows-deps); $(2) is what to say when it cannot install them
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then echo "$@: all present"; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "$@: no apt-get; install:$$missing"; $(3) \
+	elif [ "$$(id -u)" != 0 ]; then echo "$@: not root; run: sudo apt-get install -y$$missing"; $(3) \
 	else (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing) \
-	  || echo "system-deps: apt-get failed; tests that need$$missing will skip"; fi
+	  || { echo "$@: apt-get failed; $(2)"; $(3) }; fi
+endef
+
+system-deps:
+	$(call apt_install,$(SYSTEM_PKGS),tests that need$$missing will skip,true;)
 
 # The portable USB folder (PyInstaller onedir): rebuilt when the code, assets or recipe change.
 BUNDLE      := dist/glmv-portable
 BUNDLE_INFO := $(BUNDLE)/_internal/BUILD-INFO.json
-BUNDLE_SRC  := $(wildcard runtime/*.py convert/*.py portable_build/*.py portable_build/glmv.spec \
-                 portable_build/layout/* assets/ui/* assets/samples/* assets/models/glmv-plates/*)
+# every source file the bundle freezes (the packages are nested: runtime/engine/*.py, runtime/app/cli/*.py …)
+BUNDLE_SRC  := $(shell find runtime convert portable_build/*.py portable_build/glmv.spec portable_build/layout \
+                 assets/ui assets/samples assets/models/glmv-plates -type f -not -path '*/__pycache__/*' 2>/dev/null)
 bundle: $(BUNDLE_INFO)
 $(BUNDLE_INFO): $(STAMP) $(BUNDLE_SRC)
 	$(BIN)/python -m portable_build.bundle --out $(BUNDLE)
@@ -50,6 +58,25 @@ $(BUNDLE_INFO): $(STAMP) $(BUNDLE_SRC)
 # The frozen-bundle tests (tests/test_bundle.py) run against the bundle built here.
 test: setup system-deps bundle
 	GLMV_BUNDLE_DIR=$(CURDIR)/$(BUNDLE) $(BIN)/python -m pytest -q tests
+
+# The Windows bundle, built on this Linux machine (not part of `make test`: the first build takes
+# an hour on 2 cores): the verified Windows CPython and locked wheels, llama.cpp cross-compiled with
+# mingw-w64 (cached like the Linux build), PyInstaller run under Wine. docs/windows-winpe.md.
+WINDOWS_PKGS := wine wine64 osslsigncode gcc-mingw-w64-x86-64-posix g++-mingw-w64-x86-64-posix \
+  binutils-mingw-w64-x86-64 ninja-build cmake iproute2
+WIN_BUNDLE   := dist/glmv-portable-windows
+windows-deps:
+	$(call apt_install,$(WINDOWS_PKGS),the Windows bundle needs$$missing,exit 1;)
+
+WIN_BUNDLE_INFO := $(WIN_BUNDLE)/_internal/BUILD-INFO.json
+bundle-windows: windows-deps $(WIN_BUNDLE_INFO)
+$(WIN_BUNDLE_INFO): $(STAMP) $(BUNDLE_SRC) $(wildcard portable_build/windows/*)
+	$(BIN)/python -m pip install -q -e '.[windows]'
+	$(BIN)/python -m portable_build.windows.bundle_win --out $(WIN_BUNDLE)
+
+# The Windows bundle under Wine: offline, read-only, from a path with spaces and non-ASCII characters.
+test-windows: bundle-windows system-deps
+	GLMV_WINDOWS_BUNDLE_DIR=$(CURDIR)/$(WIN_BUNDLE) $(BIN)/python -m pytest -q -s tests/test_windows_bundle.py
 
 bench: setup
 	$(BIN)/python bench/convert_bench.py

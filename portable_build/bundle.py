@@ -238,7 +238,11 @@ def _pyinstall_and_swap(cmd: list[str], env: dict, staging: Path, out: Path, cud
             **({"cuda_archs": cuda_archs()} if cuda else {}),
             "demo_model": demo, "fonts": fonts}
     install_layout(built, info)
-    # swap in the new bundle only once it is complete; if that fails the previous one stays
+    swap_in(built, out)
+
+
+def swap_in(built: Path, out: Path) -> None:
+    """Put the complete bundle ``built`` at ``out`` (same filesystem); if that fails the previous one stays."""
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():

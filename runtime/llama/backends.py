@@ -19,6 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 _lock = threading.Lock()
 _info: "BackendInfo | None" = None
@@ -115,18 +116,25 @@ def lib_dir() -> Path:
     return Path(llama_cpp.__file__).resolve().parent / "lib"
 
 
-def _ggml(d: Path) -> ctypes.CDLL:
+def _ggml(d: Path) -> SimpleNamespace:
+    """ggml's backend-registry functions, bound from the ggml library llama.cpp uses."""
     names = GGML_LIB_NAMES.get(sys.platform, GGML_LIB_NAMES["linux"])
     for n in names:
         if (d / n).exists():
-            lib = ctypes.CDLL(str(d / n))
+            libs = [ctypes.CDLL(str(d / n))]
             break
     else:
         raise BackendError(f"no ggml library ({' or '.join(names)}) in {d}")
+    # On Linux a symbol lookup in libggml also searches what it links (libggml-base); Windows'
+    # GetProcAddress searches one DLL only, and part of the registry lives in ggml-base.dll
+    if sys.platform == "win32" and (d / "ggml-base.dll").exists():
+        libs.append(ctypes.CDLL(str(d / "ggml-base.dll")))
+    bound = SimpleNamespace()
     c = ctypes
     for fn, res, args in (
         ("ggml_backend_load_all_from_path", None, [c.c_char_p]),
         ("ggml_backend_load", c.c_void_p, [c.c_char_p]),
+        ("ggml_backend_register", None, [c.c_void_p]),
         ("ggml_backend_reg_count", c.c_size_t, []),
         ("ggml_backend_reg_get", c.c_void_p, [c.c_size_t]),
         ("ggml_backend_reg_name", c.c_char_p, [c.c_void_p]),
@@ -139,9 +147,12 @@ def _ggml(d: Path) -> ctypes.CDLL:
         ("ggml_backend_dev_type", c.c_int, [c.c_void_p]),
         ("ggml_backend_dev_memory", None, [c.c_void_p, c.POINTER(c.c_size_t), c.POINTER(c.c_size_t)]),
     ):
-        f = getattr(lib, fn)
+        f = next((getattr(lib, fn) for lib in libs if hasattr(lib, fn)), None)
+        if f is None:
+            raise BackendError(f"{fn} is missing from {d / names[0]}: a llama.cpp build this project did not make?")
         f.restype, f.argtypes = res, args
-    return lib
+        setattr(bound, fn, f)
+    return bound
 
 
 class _Feature(ctypes.Structure):
@@ -197,6 +208,37 @@ def cpu_variants(d: Path) -> list[tuple[int, Path]]:
     return sorted(scored, key=lambda sp: -sp[0])
 
 
+_REGISTERED_DLLS: list = []   # backend DLLs registered by hand: they must stay loaded
+
+
+def _load_backend(lib, p: Path) -> bool:
+    """Register the backend library ``p`` with ggml. On Windows ggml_backend_load() turns its
+    ``char *`` path into a file name through the ANSI code page, so a bundle in a folder named
+    with other characters (现场, on a Western Windows) cannot load it; there the DLL is loaded
+    with its Unicode name (ctypes uses LoadLibraryW) and registered as ggml itself would."""
+    if sys.platform != "win32":
+        return bool(lib.ggml_backend_load(str(p).encode()))
+    try:
+        dll = ctypes.CDLL(str(p))
+    except OSError:
+        return False
+    score = getattr(dll, "ggml_backend_score", None)
+    if score is not None:
+        score.restype = ctypes.c_int
+        if score() == 0:   # ggml's own rule: a score of 0 means this CPU cannot run it
+            return False
+    init = getattr(dll, "ggml_backend_init", None)
+    if init is None:
+        return False
+    init.restype = ctypes.c_void_p
+    reg = init()
+    if not reg:
+        return False
+    lib.ggml_backend_register(reg)
+    _REGISTERED_DLLS.append(dll)
+    return True
+
+
 def _load_backends(lib: ctypes.CDLL, d: Path) -> None:
     """Load one CPU variant (``GLMV_CPU_VARIANT`` or the best one) plus any GPU backends."""
     global _chosen_variant
@@ -220,12 +262,12 @@ def _load_backends(lib: ctypes.CDLL, d: Path) -> None:
     if not chosen:  # not a GGML_BACKEND_DL build with CPU variants: let ggml search the folder
         lib.ggml_backend_load_all_from_path(str(d).encode())
         return
-    if not lib.ggml_backend_load(str(chosen[0]).encode()):
+    if not _load_backend(lib, chosen[0]):
         raise BackendError(f"could not load {chosen[0].name}")
     _chosen_variant = variant_name(chosen[0])
     for p in sorted(d.glob(OTHER_BACKEND_GLOB)):
         stem = p.name.removeprefix("lib")
-        if not stem.startswith(NOT_BACKENDS) and not p.is_symlink() and not lib.ggml_backend_load(str(p).encode()):
+        if not stem.startswith(NOT_BACKENDS) and not p.is_symlink() and not _load_backend(lib, p):
             # a GPU backend without its driver (no libcuda / libvulkan) fails to load: the CPU does the work
             NOTES.append(f"glmv: {variant_label(p)} backend present but not usable here ({_dlopen_error(p)}); "
                          "using the CPU")

@@ -64,8 +64,22 @@ def _check_args(a) -> None:
         raise UsageError(f"--think-budget must be 0 or more, not {a.think_budget}")
 
 
+def _utf8_output() -> None:
+    """JSON, CSV and answers go out as UTF-8 (Chinese plates, paths): on Windows a pipe or file
+    otherwise gets the ANSI code page (cp1252), and the first character outside it raises
+    UnicodeEncodeError. A Windows console already takes Unicode; a UTF-8 locale needs nothing."""
+    for stream in (sys.stdout, sys.stderr):
+        enc = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if enc and enc != "utf8" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(encoding="utf-8", errors="replace")
+            except (ValueError, OSError):
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _utf8_output()
     from runtime.llama.cpu_probe import PROBE_FLAG
     from runtime.app.window import WINDOW_FLAG, run_window
     # the frozen bundle re-executes itself for the CPU-variant probe and for the window child
