@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -46,26 +45,28 @@ def win(tmp_path_factory):
     parent = tmp_path_factory.mktemp("win") / "Field kit – 现场 工具"
     bundle = parent / "glmv-portable-windows"
     shutil.copytree(src, bundle)
-    for p in [bundle, *bundle.rglob("*")]:   # Wine maps Unix permissions to read-only files/folders
-        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-    profile = tmp_path_factory.mktemp("empty-profile")
+    shutil.rmtree(bundle / "data", ignore_errors=True)   # a data folder from running the source bundle
+    # a Wine prefix of its own: %USERPROFILE% (C:\\users\\<name>) starts empty. Wine sets the profile
+    # variables from its prefix, whatever the environment says, so a fresh prefix is the way
+    profile = tmp_path_factory.mktemp("prefix") / "wine"
     env = wine.environment()
-    win_profile = wine.winpath(profile)
-    env.update(USERPROFILE=win_profile, LOCALAPPDATA=win_profile + "\\AppData\\Local",
-               APPDATA=win_profile + "\\AppData\\Roaming")
-    wine.prefix()
+    env["WINEPREFIX"] = str(profile)
+    subprocess.run(["wineboot", "-i"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600,
+                   check=True)
+    subprocess.run(["wineserver", "-w"], env=env, timeout=300)
+    assert not list(profile.glob("drive_c/users/*/AppData/Local/glmv-portable"))
 
     def run(args: list[str], timeout: float = 600, script: str | None = None,
             extra_env: dict | None = None) -> subprocess.CompletedProcess:
-        # unshare -n: a fresh network namespace, only loopback (brought up, as on an offline laptop)
+        # a fresh network namespace, only loopback (brought up, as on an offline laptop), and the
+        # bundle mounted read-only (permission bits would not stop root, which these tests run as)
         inner = script or 'exec "$@"'
-        return subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up && " + inner, "sh",
-                               wine._wine(), str(bundle / "glmv-cli.exe"), *args],
-                              env={**env, **(extra_env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        setup = 'ip link set lo up && mount --bind "$B" "$B" && mount -o remount,bind,ro "$B" && '
+        return subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c", setup + inner,
+                               "sh", wine._wine(), str(bundle / "glmv-cli.exe"), *args],
+                              env={**env, "B": str(bundle), **(extra_env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               encoding="utf-8", errors="replace", timeout=timeout)
     yield run, bundle, profile
-    for p in [bundle, *bundle.rglob("*")]:
-        p.chmod(p.stat().st_mode | stat.S_IWUSR)
 
 
 def _json(stdout: str) -> dict:
@@ -80,7 +81,11 @@ def test_self_test(win):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = _json(r.stdout)
     assert rep["ok"] and rep["frozen"], rep
-    assert "read-only" in rep.get("data_dir_note", ""), rep   # the bundle is read-only: data goes per user
+    # the bundle is read-only: data goes to the per-user folder (%LOCALAPPDATA%, here the empty profile)
+    assert "read-only" in (rep.get("data_dir_note") or ""), rep
+    assert rep["data_dir"].lower().endswith("\\appdata\\local\\glmv-portable"), rep["data_dir"]
+    assert list(profile.glob("drive_c/users/*/AppData/Local/glmv-portable/*")), "nothing in the per-user folder"
+    assert not (bundle / "data").exists(), "the read-only bundle was written to"
 
 
 def test_cpu_probe_picks_a_variant(win):
