@@ -15,13 +15,12 @@ import argparse
 import json
 import shutil
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 from portable_build import bundle
-from portable_build.llama_build import LLAMA_CPP_PYTHON_VERSION, cache_root
+from portable_build.llama_build import LLAMA_CPP_PYTHON_VERSION, vendored_source
 from portable_build.windows import llama_mingw, wine, winpe
 from portable_build.windows.python_win import PYTHON_VERSION
 
@@ -32,13 +31,6 @@ PACKAGE_STAMP = ".glmv-llama-package"
 
 def _log(msg: str) -> None:
     print(f"[bundle-windows] {msg}", file=sys.stderr, flush=True)
-
-
-def _sdist(version: str) -> Path:
-    found = sorted((cache_root() / "llama-cpp-python").glob(f"{version}-*/sdist/llama_cpp_python-{version}.tar.gz"))
-    if not found:
-        raise SystemExit(f"the llama-cpp-python {version} sdist is not cached: run `make setup` first")
-    return found[0]
 
 
 def install_llama_package(python: Path, dlls: Path, version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
@@ -52,13 +44,9 @@ def install_llama_package(python: Path, dlls: Path, version: str = LLAMA_CPP_PYT
     if stamp.is_file() and stamp.read_text() == key:
         return pkg
     shutil.rmtree(pkg, ignore_errors=True)
-    prefix = f"llama_cpp_python-{version}/llama_cpp/"
-    with tarfile.open(_sdist(version)) as tar:
-        for m in tar.getmembers():
-            if m.isfile() and m.name.startswith(prefix) and m.name.endswith((".py", ".typed")):
-                dest = pkg / m.name[len(prefix):]
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(tar.extractfile(m).read())
+    # the sdist the Linux build unpacked (llama_build fetches it when it is not there yet)
+    src = vendored_source(version).parents[1] / "llama_cpp"
+    shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("lib", "__pycache__", "*.so*"))
     (pkg / "lib").mkdir(exist_ok=True)
     for dll in dlls.glob("*.dll"):
         shutil.copy2(dll, pkg / "lib" / dll.name)
