@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glmv-setup
 
-.PHONY: setup demo test bench clean llama-wheel system-deps bundle plate-model plate-accuracy \
+.PHONY: setup demo test bench clean llama-wheel system-deps bundle plate-model plate-accuracy screenshots \
         windows-deps bundle-windows test-windows
 
 setup: $(STAMP)
@@ -81,17 +81,23 @@ test-windows: bundle-windows system-deps
 bench: setup
 	$(BIN)/python bench/convert_bench.py
 
-# The demo model: train on CPU (~60 min on 2 cores, seeded), release into assets/models/glmv-plates
-# (HF checkpoint + Q8_0 GGUF pair), then measure it on 200 held-out plates and record the fields the
-# self-test checks. docs/demo-model.md says what each step does.
+# The demo model: train by the staged recipe on CPU (~75 min on 2 cores, seeded; an interrupted run
+# continues with PLATE_RESUME=--resume, a new one over an old run needs PLATE_RESUME=--fresh), release
+# into assets/models/glmv-plates (HF checkpoint + Q8_0 GGUF pair), then measure it on 200 held-out
+# plates and record the fields the self-test checks. docs/demo-model.md says what each step does.
 PLATE_RUN ?= build/plate-model
+PLATE_RESUME ?=
 plate-model: setup
-	$(BIN)/python -m convert.synthetic.train_plates $(PLATE_RUN) --steps 1300 --batch 8 --seed 0
+	$(BIN)/python -m convert.synthetic.train_stages $(PLATE_RUN) --seed 0 $(PLATE_RESUME)
 	$(BIN)/python -m convert.synthetic.plate_release $(PLATE_RUN) assets/models/glmv-plates --quant Q8_0
 	$(BIN)/python bench/plate_accuracy.py --count 200 --write-manifest
 
 plate-accuracy: setup
 	$(BIN)/python bench/plate_accuracy.py --count 200
+
+# The README's screenshots (English and Chinese): the demo model reading the sample plate in Chromium.
+screenshots: setup system-deps
+	$(BIN)/python docs/take_screenshots.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

@@ -115,6 +115,17 @@ def qa_turns(fields: dict, rng: np.random.Generator, n: int) -> list[Turn]:
     return [Turn(QUESTIONS[k][rng.integers(len(QUESTIONS[k]))], fields.get(k) or NOT_PRINTED) for k in picks]
 
 
+# what a photo alone can answer: no prior guesses a serial or model number (stage 2 of the recipe)
+UNGUESSABLE = ("serial_number", "model")
+
+
+def short_turns(fields: dict, rng: np.random.Generator, n: int) -> list[Turn]:
+    """Short questions whose answers only the photo holds: serial and model numbers."""
+    keys = [k for k in UNGUESSABLE if fields.get(k)] or ["serial_number"]
+    picks = [keys[rng.integers(len(keys))] for _ in range(n)]
+    return [Turn(QUESTIONS[k][rng.integers(len(QUESTIONS[k]))], fields.get(k) or NOT_PRINTED) for k in picks]
+
+
 def read_plate_turn(fields: dict) -> Turn:
     return Turn(plate_schema.PROMPT, answer_json(fields))
 

@@ -61,7 +61,7 @@ def cmd_demo(a) -> int:
     photo, truth = sample_plate()
     acc = demo_manifest(text.parent).get("accuracy") or {}
     print("glmv demo: the built-in demo model (glmv-plates, 2.8 M parameters, GLM-4.6V architecture) was\n"
-          "trained here for under an hour on 2 CPU cores to read the project's SYNTHETIC nameplates.\n"
+          "trained here for 73 minutes on 2 CPU cores to read the project's SYNTHETIC nameplates.\n"
           "It runs the real pipeline (GGUF → llama.cpp + mtmd → JSON grammar), but it has learned the\n"
           "answer format, not yet to read: on held-out plates it gets "
           f"{100 * acc.get('field_accuracy', 0):.0f} % of fields right "
