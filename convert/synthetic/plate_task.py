@@ -112,6 +112,11 @@ def qa_turns(fields: dict, rng: np.random.Generator, n: int) -> list[Turn]:
     keys = list(QUESTIONS)
     # the serial number is what a technician asks most: half the questions are about it
     picks = ["serial_number" if rng.random() < 0.5 else keys[rng.integers(len(keys))] for _ in range(n)]
+    return _ask(fields, picks, rng)
+
+
+def _ask(fields: dict, picks: list[str], rng: np.random.Generator) -> list[Turn]:
+    """One turn per picked field: one of its phrasings, answered with the printed value."""
     return [Turn(QUESTIONS[k][rng.integers(len(QUESTIONS[k]))], fields.get(k) or NOT_PRINTED) for k in picks]
 
 
@@ -122,8 +127,7 @@ UNGUESSABLE = ("serial_number", "model")
 def short_turns(fields: dict, rng: np.random.Generator, n: int) -> list[Turn]:
     """Short questions whose answers only the photo holds: serial and model numbers."""
     keys = [k for k in UNGUESSABLE if fields.get(k)] or ["serial_number"]
-    picks = [keys[rng.integers(len(keys))] for _ in range(n)]
-    return [Turn(QUESTIONS[k][rng.integers(len(QUESTIONS[k]))], fields.get(k) or NOT_PRINTED) for k in picks]
+    return _ask(fields, [keys[rng.integers(len(keys))] for _ in range(n)], rng)
 
 
 def read_plate_turn(fields: dict) -> Turn:

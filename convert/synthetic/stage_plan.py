@@ -64,17 +64,21 @@ def stage_rng(seed: int, stage: int, i: int) -> np.random.Generator:
     return np.random.default_rng([seed, 100 + stage, i])
 
 
+def _plate(st: Stage, rng: np.random.Generator, plate_seed: int):
+    return plates.generate(plate_seed, size=task.PHOTO_SIZE, difficulty=float(rng.uniform(*st.difficulty)))
+
+
 def glyph_item(st: Stage, rng: np.random.Generator, plate_seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(rgb, glyph targets) for a glyph stage: a sheet, or a photographed plate."""
     if st.data in LEVELS:
         return glyph_sheets.sheet(LEVELS[st.data], rng)
-    p = plates.generate(plate_seed, size=task.PHOTO_SIZE, difficulty=float(rng.uniform(*st.difficulty)))
+    p = _plate(st, rng, plate_seed)
     return np.asarray(p.image.convert("RGB")), task.glyph_targets(p.meta)
 
 
 def answer_item(st: Stage, rng: np.random.Generator, plate_seed: int) -> tuple[np.ndarray, np.ndarray, list]:
     """(rgb, glyph targets, turns) for an answer stage."""
-    p = plates.generate(plate_seed, size=task.PHOTO_SIZE, difficulty=float(rng.uniform(*st.difficulty)))
+    p = _plate(st, rng, plate_seed)
     if st.data == "short":
         turns = task.short_turns(p.fields, rng, int(rng.integers(1, 3)))
     elif rng.random() < st.qa_share:
