@@ -148,7 +148,8 @@ def test_read_plate_always_parses_and_validates(models, photo, tmp_path):
     print(f"\nread-plate: {dict(tally)}")
     assert not _bad(tally), _bad(tally)
     assert tally["ok"] >= 150, tally
-    lines = (tmp_path / "readings.jsonl").read_text(encoding="utf-8").splitlines()
+    # one record per "\n": a value may hold U+2028 or U+0085, which str.splitlines() also splits on
+    lines = (tmp_path / "readings.jsonl").read_text(encoding="utf-8").rstrip("\n").split("\n")
     assert len(lines) == len(SEEDS) and all(json.loads(x)["raw"] for x in lines)
 
 
@@ -172,20 +173,20 @@ def stock_grammar(schema: str) -> str:
     return json_schema_to_gbnf(schema) + f"\n{grammar.ANSWER_RULE} ::= \"\\n\"? root\n"
 
 
-def before_the_fix(ll, vocab, chain, schema):
+def before_the_fix(ll, vocab, chain, schema, fixed_separators=False):
     _add_grammar(ll, vocab, chain, stock_grammar(schema))
 
 
-def strict_char_only(ll, vocab, chain, schema):
+def strict_char_only(ll, vocab, chain, schema, fixed_separators=False):
     _add_grammar(ll, vocab, chain, grammar.schema_to_gbnf(schema))
 
 
-def guard_only(ll, vocab, chain, schema):
+def guard_only(ll, vocab, chain, schema, fixed_separators=False):
     grammar.add_guard(ll, vocab, chain)
     _add_grammar(ll, vocab, chain, stock_grammar(schema))
 
 
-def patterns_not_narrowed(ll, vocab, chain, schema):
+def patterns_not_narrowed(ll, vocab, chain, schema, fixed_separators=False):
     """The whole fix but for the narrowing of string patterns."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
     grammar.add_guard(ll, vocab, chain)

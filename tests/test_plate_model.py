@@ -198,9 +198,10 @@ def test_self_test_fails_when_the_reading_is_not_the_reference(tmp_path):
         shutil.copy2(ROOT / "assets" / "samples" / f, tmp_path / "assets" / "samples" / f)
     shutil.copytree(ROOT / "assets" / "ui", tmp_path / "assets" / "ui")
     man = json.loads((copy / "manifest.json").read_text())
-    # two fields: the self-test lets one near-tied field differ (another CPU variant's rounding)
+    # three fields: the self-test lets two near-tied fields differ (another CPU variant's rounding)
     man["sample_reading"]["fields"]["serial_number"] = "NOT-WHAT-IT-READS"
     man["sample_reading"]["fields"]["manufacturer"] = "NOBODY"
+    man["sample_reading"]["fields"]["model"] = "NONE"
     (copy / "manifest.json").write_text(json.dumps(man))
     code = ("import sys, runtime.common.paths as p; p.resources_dir = lambda: __import__('pathlib').Path(sys.argv[1]); "
             "from runtime.app import self_test; sys.exit(self_test.run(sys.argv[2]))")
@@ -209,7 +210,7 @@ def test_self_test_fails_when_the_reading_is_not_the_reference(tmp_path):
     report = json.loads(r.stdout)
     assert r.returncode == 1 and not report["ok"]
     assert report["checks"]["plate_reading_reproduced"] is False
-    assert report["answer"]["differs_from_reference"] == ["manufacturer", "serial_number"]
+    assert report["answer"]["differs_from_reference"] == ["manufacturer", "model", "serial_number"]
     assert report["checks"]["plate_schema"] is True and report["checks"]["server_page"] is True
 
 

@@ -2,7 +2,9 @@
 tiny converted model: upload through the file input, crop, a streamed answer, the nameplate
 table, exports, the language switch, layout at 1024×600 on a 2× screen, and a screenshot at
 build/ui-screenshot.png; photos dropped and pasted; the loading indicator while the model loads;
-the page opened with the token a server beyond loopback prints.
+the page opened with the token a server beyond loopback prints; the nameplate read as it streams
+(fields in their rows before the end, Stop keeping what was read) on the demo model slowed down by
+a CPU quota.
 
 Needs Debian's Chromium (`make system-deps`) and Playwright for Python (the pip wheel carries
 its driver; `playwright install` is never needed: we launch /usr/bin/chromium)."""
@@ -13,12 +15,15 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from support.serve import CPU_CGROUPS, cpu_quota as _cpu_quota, start_serve as _start_serve, \
+    stop_serve as _stop_serve, wait_ready as _wait_ready
 
 import pytest
 import requests
@@ -47,35 +52,7 @@ def _chromium() -> str:
     return CHROMIUM
 
 
-def _start_serve(model_dir: Path, data: Path, *extra: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """`glmv serve --no-window` as a user starts it; (the process, the URL it printed first)."""
-    env = dict(os.environ if env is None else env, PYTHONPATH=str(ROOT))
-    p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "serve", "--model-dir", str(model_dir),
-                          "--data-dir", str(data), "--no-window", *extra], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
-    url = p.stdout.readline().strip()
-    if not url.startswith("http://127.0.0.1:"):
-        _stop_serve(p)
-        pytest.fail(f"glmv serve printed {url!r} first: {p.stderr.read()}")
-    return p, url
 
-
-def _stop_serve(p: subprocess.Popen) -> None:
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-
-
-def _wait_ready(url: str, headers: dict | None = None, timeout: float = 60) -> float:
-    """Poll until the model is loaded; the monotonic time it was first seen ready."""
-    deadline = time.monotonic() + timeout
-    while requests.get(url + "api/status", headers=headers, timeout=10).json()["state"] == "loading":
-        assert time.monotonic() < deadline, f"the model did not load in {timeout:.0f} s"
-        time.sleep(0.05)
-    return time.monotonic()
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +201,8 @@ def test_ui_end_to_end(served, browser):
         expect(page.locator("#photo-info")).to_contain_text("672×448")
         page.click("#read-plate")
         expect(page.locator("#plate")).to_be_visible(timeout=180_000)
+        # the table stands at once, its rows filled as the fields stream in; wait for the end
+        expect(page.locator("#plate")).to_have_attribute("data-state", "done", timeout=180_000)
         rows = page.locator("#plate-table tbody tr")
         assert rows.count() >= 17
         expect(rows.first.locator("th")).to_have_text("Manufacturer")
@@ -275,6 +254,15 @@ def test_ui_end_to_end(served, browser):
         ctx.close()
 
 
+def _sse(events: list[dict]) -> str:
+    """Events as the server sends them (text/event-stream): one "data: {json}" line and a blank line each."""
+    return "".join("data: " + json.dumps(e, ensure_ascii=False) + "\n\n" for e in events)
+
+
+def _sse_events(text: str) -> list[dict]:
+    return [json.loads(chunk[len("data: "):]) for chunk in text.split("\n\n") if chunk.startswith("data: ")]
+
+
 def test_ui_chinese_default_bad_photo_and_reasoning(served, browser, tmp_path):
     ctx, page, problems = _page(browser, "zh-CN")
     ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=served.rstrip("/"))
@@ -305,7 +293,7 @@ def test_ui_chinese_default_bad_photo_and_reasoning(served, browser, tmp_path):
           new MutationObserver((recs) => { for (const r of recs) if (r.target.tagName === "SUMMARY")
             for (const n of r.addedNodes) window.__labels.push(n.data); })
             .observe(document.body, {subtree: true, childList: true}); }""")
-        body = "".join("data: " + json.dumps(e, ensure_ascii=False) + "\n\n" for e in events)
+        body = _sse(events)
         sent = []
         page.route("**/ask", lambda route: (sent.append(route.request.post_data_json), route.fulfill(
             status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"}, body=body)))
@@ -333,8 +321,22 @@ def test_ui_chinese_default_bad_photo_and_reasoning(served, browser, tmp_path):
                    "warnings": ["ip_rating: 'IPX' is not an IP code such as IP55",
                                 "power 75000 W does not match √3·V·I·PF·η = 7800 W (ratio 9.6); one of voltage, "
                                 "current or power may be misread"], "raw": "{}"}
-        page.route("**/read-plate", lambda route: route.fulfill(json=reading))
+        # the server's stream for it (read-plate with {"stream": true}): the fields as they are read,
+        # then the reading; all in one body here, so only the end state is checked
+        stream = [{"type": "progress", "phase": "vision", "done": 1, "total": 2, "elapsed_s": 1.0, "eta_s": None,
+                   "fraction": None, "estimated": False}]
+        stream += [{"type": "field", "key": k, "value": reading["fields"].get(k), "done": i + 1, "total": 18}
+                   for i, k in enumerate(("manufacturer", "model"))]
+        stream += [{"type": "decode", "tokens": 20, "fields_done": 2, "fields_total": 18, "decode_s": 1.0,
+                    "decode_tps": 20.0, "eta_s": 8.0},
+                   {"type": "done", "reading": reading, "incomplete": False, "logged": True, "finish_reason": "stop",
+                    "completion_tokens": 90, "ttft_ms": 50.0, "decode_tps": 20.0, "cached": False}]
+        plate_sent = []
+        page.route("**/read-plate", lambda route: (plate_sent.append(route.request.post_data_json), route.fulfill(
+            status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"}, body=_sse(stream))))
         page.click("#read-plate")
+        sync_api.expect(page.locator("#plate")).to_have_attribute("data-state", "done")
+        assert plate_sent == [{"stream": True}], plate_sent
         rows = page.locator("#plate-table tbody tr")
         sync_api.expect(rows).to_have_count(18)
         warned = page.locator("#plate-table tbody tr.warn th").all_inner_texts()
@@ -577,7 +579,7 @@ def test_first_run_demo_model_reads_the_sample_plate(browser, tmp_path):
         page.click("#demo-sample")
         expect(page.locator("#photo-info")).to_contain_text(f"{photo.name} · 672×504")
         page.click("#read-plate")
-        expect(page.locator("#plate")).to_be_visible(timeout=180_000)
+        expect(page.locator("#plate")).to_have_attribute("data-state", "done", timeout=180_000)
         rows = page.locator("#plate-table tbody tr")
         shown = {k: rows.nth(i).locator("td").first.inner_text() for i, (k, _) in enumerate(plate_schema.FIELDS)}
         for k in checked_fields():
@@ -628,6 +630,261 @@ def test_ui_progress_bar_until_the_first_token(served, browser, tmp_path):
         assert all(0 <= int(s[1]) <= 100 for s in seen) and all(s[2] == "" for s in seen)   # before any text
         assert reply.locator(".progress").count() == 0                   # gone once the answer came
         sync_api.expect(reply.locator(".meta")).to_be_visible()
+        assert not problems, problems
+    finally:
+        ctx.close()
+
+
+# --- the nameplate read as it streams, on a server slowed down for real ---------------------------
+# The demo model reads a plate in about a second here, too fast to see anything arrive before the
+# end. So `glmv serve` runs with one thread inside a cgroup-v1 CPU quota (QUOTA_PERCENT of one core),
+# which stretches the same real reading over many seconds, as on a slow laptop. Nothing is simulated.
+DEMO_DIR = ROOT / "assets" / "models" / "glmv-plates"
+QUOTA_PERCENT = 5
+EARLY_MS = 200           # a row "filled before the end" must be filled at least this long before it
+
+
+@pytest.fixture(scope="module")
+def slow_demo(tmp_path_factory):
+    """`glmv serve` on the demo model, one thread, under the CPU quota once loaded: (url, data folder)."""
+    if not CPU_CGROUPS.is_dir():
+        pytest.skip(f"no cgroup-v1 CPU controller at {CPU_CGROUPS}: cannot slow the server down")
+    data = tmp_path_factory.mktemp("slow-data")
+    p, url = _start_serve(DEMO_DIR, data, "--threads", "1")
+    try:
+        _wait_ready(url, timeout=180)
+        with _cpu_quota(p.pid, QUOTA_PERCENT):
+            yield url
+    finally:
+        _stop_serve(p)   # after the quota is lifted: shutting down is not slowed
+
+
+# Installed before the page's scripts: a copy of every read-plate response as it arrives (the page's
+# own reader is untouched): the events the server sent, the request body, and how the stream ended
+# ("complete", or the error the page's abort caused).
+PLATE_STREAM_JS = """(() => {
+  window.__plateStreams = [];
+  const orig = window.fetch;
+  window.fetch = async (...args) => {
+    const resp = await orig(...args);
+    const url = String(args[0]?.url ?? args[0]);
+    if (url.endsWith("/read-plate")) {
+      const rec = {url, body: String(args[1]?.body ?? ""), text: "", end: null};
+      window.__plateStreams.push(rec);
+      (async () => {
+        const reader = resp.clone().body.pipeThrough(new TextDecoderStream()).getReader();
+        try {
+          for (;;) { const {value, done} = await reader.read(); if (done) break; rec.text += value; }
+          rec.end = "complete";
+        } catch (e) { rec.end = "error: " + e.name; }
+      })();
+    }
+    return resp;
+  };
+})();"""
+
+# Before each reading: every table row's first fill as the user saw it (the time, the value, the
+# table's state then, whether the row was rendered), the moment the table left "reading", the
+# progress bar's phases and the live line's texts. Rows are replaced when filled, so a row seen with
+# data-filled was filled at that mutation.
+PLATE_LOG_JS = """() => {
+  window.__plateObserver?.disconnect();
+  const log = window.__plateLog = {filled: [], done: null, started: null, lines: [], phases: []};
+  const plate = document.querySelector("#plate"), seen = new Set();
+  const snap = () => {
+    const now = Date.now(), state = plate.dataset.state;
+    if (state === "reading" && log.started === null) log.started = now;
+    if (log.started === null || log.done !== null) return;
+    for (const tr of plate.querySelectorAll("#plate-table tbody tr[data-filled]")) {
+      const key = tr.dataset.key === "other" ? "other: " + tr.querySelector("th").textContent : tr.dataset.key;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      log.filled.push({key, t: now, value: tr.querySelector("td").textContent, state,
+                       visible: !plate.hidden && tr.getClientRects().length > 0});
+    }
+    const line = plate.querySelector(".plate-line")?.textContent;
+    if (line && log.lines[log.lines.length - 1] !== line) log.lines.push(line);
+    const bar = plate.querySelector("#plate-live .progress");
+    if (bar && !log.phases.includes(bar.dataset.phase)) log.phases.push(bar.dataset.phase);
+    if (state !== "reading") log.done = {t: now, state};
+  };
+  window.__plateObserver = new MutationObserver(snap);
+  window.__plateObserver.observe(plate, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+TABLE_JS = """() => [...document.querySelectorAll("#plate-table tbody tr")].map((tr) => ({
+  key: tr.dataset.key, label: tr.querySelector("th").textContent, value: tr.querySelector("td").textContent,
+  filled: "filled" in tr.dataset, unread: tr.classList.contains("unread")}))"""
+
+
+def _filled_early(log: dict) -> list[dict]:
+    """The rows filled, on screen, at least EARLY_MS before the reading ended."""
+    assert log["done"] is not None, log
+    return [f for f in log["filled"] if f["state"] == "reading" and f["visible"] and log["done"]["t"] - f["t"] >= EARLY_MS]
+
+
+def _expected_table(url: str, reading: dict) -> list[tuple[str, str]]:
+    """(label, value) per row as the English page must show a finished ``reading``."""
+    fields = requests.get(url + "api/plate-fields", timeout=30).json()["fields"]
+    rows = [(f["label"], reading["fields"].get(f["key"]) or "(not on the plate)") for f in fields if f["key"] != "other"]
+    other = next(f["label"] for f in fields if f["key"] == "other")
+    return rows + [(f"{other}: {o['name']}", o["value"]) for o in reading["fields"].get("other") or []]
+
+
+def _open_with_plate_copy(page, url: str, photo: Path) -> int:
+    """The page opened with PLATE_STREAM_JS installed, ready, ``photo`` loaded; the log's length."""
+    page.add_init_script(PLATE_STREAM_JS)
+    page.goto(url)
+    sync_api.expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=60_000)
+    page.set_input_files("#file", str(photo))
+    return len(_readings(url))
+
+
+def _readings(url: str) -> list[dict]:
+    return requests.get(url + "api/readings", timeout=60).json()
+
+
+def test_ui_plate_fields_appear_while_the_plate_is_read(slow_demo, browser):
+    """On a slow machine the table stands at once with every row pending, the progress bar shows the
+    photo and prompt being read, then each field fills its row as soon as the server has it — seconds
+    before the end — with a line saying how many fields, how fast and how long; the finished table is
+    the server's reading, which was logged. Negative control: the same events delivered in one piece
+    fill no row early (so the check can fail). And without {"stream": true} the route still answers
+    one JSON reading."""
+    url = slow_demo
+    expect = sync_api.expect
+    ctx, page, problems = _page(browser, "en-US")
+    try:
+        logged_before = _open_with_plate_copy(page, url, SAMPLE)
+        page.evaluate(PLATE_LOG_JS)
+        t0 = time.monotonic()
+        page.click("#read-plate")
+        # at once: the section with every row pending, Stop enabled, the button saying what runs
+        expect(page.locator("#plate")).to_have_attribute("data-state", "reading", timeout=10_000)
+        expect(page.locator("#plate-table tbody tr")).to_have_count(18)
+        assert page.locator("#plate-table tbody tr.pending").count() >= 10
+        expect(page.locator("#stop")).to_be_enabled()
+        expect(page.locator("#read-plate")).to_have_text("Reading the nameplate…")
+        expect(page.locator("#plate")).to_have_attribute("data-state", "done", timeout=300_000)
+        took = time.monotonic() - t0
+        log = page.evaluate("window.__plateLog")
+        early = _filled_early(log)
+        assert early, (f"no row was filled {EARLY_MS} ms before the reading ended ({took:.1f}s): "
+                       f"{[(f['key'], log['done']['t'] - f['t']) for f in log['filled']]}")
+        assert {"vision", "prompt"} & set(log["phases"]), f"no progress bar in the nameplate section: {log['phases']}"
+        decode = [x for x in log["lines"] if " fields read · " in x]
+        assert decode and all(re.fullmatch(r"\d+ of 18 fields read · [\d.]+ tokens/s · "
+                                           r"(about \d+ s left|estimating the time…)", x) for x in decode), log["lines"]
+        assert any(x.endswith(" s left") for x in decode), decode
+
+        # the finished table is the server's reading (its "done" event), and that reading was logged
+        stream = page.evaluate("window.__plateStreams")[-1]
+        assert json.loads(stream["body"]) == {"stream": True} and stream["end"] == "complete", stream
+        events = _sse_events(stream["text"])
+        done = events[-1]
+        assert done["type"] == "done" and not done["incomplete"] and done["logged"], done
+        table = page.evaluate(TABLE_JS)
+        assert [(r["label"], r["value"]) for r in table] == _expected_table(url, done["reading"])
+        assert all(r["filled"] for r in table) and page.locator("#plate-banner").is_hidden()
+        sent = {e["key"]: e["value"] for e in events if e["type"] == "field"}
+        for f in log["filled"]:   # what a row showed the moment it was filled is what the server sent
+            if f["key"].startswith("other: "):
+                assert f["value"] in [o["value"] for o in sent["other"]], (f, sent["other"])
+            else:
+                assert f["value"] == (sent[f["key"]] if sent[f["key"]] is not None else "(not on the plate)"), (f, sent)
+        log_now = _readings(url)
+        assert len(log_now) == logged_before + 1 and log_now[-1]["fields"] == done["reading"]["fields"], log_now[-1]
+        expect(page.locator("#read-plate")).to_have_text("Read nameplate")
+        expect(page.locator("#stop")).to_be_disabled()
+        expect(page.locator("#copy")).to_be_enabled()
+        expect(page.locator("#plate-warnings li").first).to_be_visible()
+
+        # negative control: the very same events in one body (as a server that answers at the end
+        # would): no row is filled early, so the assertion above can fail
+        page.route("**/read-plate", lambda route: route.fulfill(
+            status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"}, body=stream["text"]))
+        page.evaluate(PLATE_LOG_JS)
+        page.click("#read-plate")
+        expect(page.locator("#plate")).to_have_attribute("data-state", "done", timeout=30_000)
+        replay = page.evaluate("window.__plateLog")
+        assert replay["filled"] and _filled_early(replay) == [], replay
+        assert [(r["label"], r["value"]) for r in page.evaluate(TABLE_JS)] == [(r["label"], r["value"]) for r in table]
+        page.unroute("**/read-plate")
+
+        # without {"stream": true}: the old answer, one JSON reading (the answer cache makes it quick)
+        sid = stream["url"].rsplit("/", 2)[-2]
+        r = requests.post(f"{url}api/sessions/{sid}/read-plate", json={"stream": False}, timeout=300)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/json"), r.text
+        assert r.json()["fields"] == done["reading"]["fields"]
+        assert not problems, problems
+        print(f"\nreading took {took:.1f}s under a {QUOTA_PERCENT}% CPU quota; first row filled "
+              f"{(log['done']['t'] - log['filled'][0]['t']) / 1000:.1f}s before the end, "
+              f"{len(early)} of {len(log['filled'])} rows early")
+    finally:
+        ctx.close()
+
+
+def test_ui_plate_stop_keeps_what_was_read_and_logs_nothing(slow_demo, browser):
+    """Stop mid-reading: the page asks the server to stop and keeps its stream open, so the server's
+    last event (the fields read so far, marked incomplete) arrives; the rows read keep their values,
+    the others say "(not read)", a banner says it is incomplete and was not saved, and the readings
+    log has no new entry. Reading again without Stop gives a complete, logged reading."""
+    url = slow_demo
+    expect = sync_api.expect
+    photo = ROOT / "assets" / "samples" / "plate-en-metal.jpg"   # not the other test's: no cached answer
+    ctx, page, problems = _page(browser, "en-US")
+    try:
+        logged_before = _open_with_plate_copy(page, url, photo)
+        page.click("#read-plate")
+        page.wait_for_function("document.querySelectorAll('#plate-table tbody tr[data-filled]').length >= 3",
+                               timeout=300_000, polling=50)
+        seen = {r["label"]: r["value"] for r in page.evaluate(TABLE_JS) if r["filled"]}   # what Stop must keep
+        page.click("#stop")
+        expect(page.locator("#plate")).not_to_have_attribute("data-state", "reading", timeout=30_000)
+        if page.locator("#plate").get_attribute("data-state") == "done":
+            pytest.fail(f"the reading ended before Stop landed: the {QUOTA_PERCENT}% CPU quota did not slow it enough")
+        expect(page.locator("#plate")).to_have_attribute("data-state", "incomplete")
+
+        stream = page.evaluate("window.__plateStreams")[-1]
+        assert stream["end"] == "complete", f"the page dropped the stream instead of reading it to the end: {stream['end']}"
+        done = _sse_events(stream["text"])[-1]
+        assert done["type"] == "done" and done["incomplete"] and not done["logged"], done
+        assert done["reading"]["warnings"][0].startswith("incomplete: "), done["reading"]["warnings"]
+
+        table = page.evaluate(TABLE_JS)
+        filled = [r for r in table if r["filled"]]
+        unread = [r for r in table if not r["filled"]]
+        assert len(filled) >= 3 and unread and set(seen) <= {r["label"] for r in filled}, (table, seen)
+        assert all(r["unread"] and r["value"] == "(not read)" for r in unread), unread
+        for r in filled:   # every value read before Stop kept, and it is the server's
+            assert seen.get(r["label"], r["value"]) == r["value"], (r, seen)
+            if r["key"] != "other":
+                assert r["value"] == (done["reading"]["fields"][r["key"]] or "(not on the plate)"), (r, done)
+        n = len({r["key"] for r in filled})
+        expect(page.locator("#plate-banner")).to_be_visible()
+        expect(page.locator("#plate-banner")).to_have_text(
+            f"Incomplete — stopped after {n} of 18 fields; not saved to the readings log.")
+        assert len(_readings(url)) == logged_before, "a stopped reading was logged"
+        expect(page.locator("#read-plate")).to_have_text("Read nameplate")
+        expect(page.locator("#read-plate")).to_be_enabled()
+        expect(page.locator("#stop")).to_be_disabled()
+        expect(page.locator("#copy")).to_be_enabled()
+        page.click("#lang")
+        expect(page.locator("#plate-banner")).to_contain_text(f"读完 18 个字段中的 {n} 个后停止")
+        expect(page.locator("#plate-table tbody tr.unread td").first).to_have_text("（未读取）")
+        page.click("#lang")
+
+        # the same photo again, to the end: complete, and logged
+        page.click("#read-plate")
+        expect(page.locator("#plate")).to_have_attribute("data-state", "done", timeout=300_000)
+        done = _sse_events(page.evaluate("window.__plateStreams")[-1]["text"])[-1]
+        assert done["type"] == "done" and not done["incomplete"] and done["logged"], done
+        expect(page.locator("#plate-banner")).to_be_hidden()
+        assert page.locator("#plate-table tbody tr.unread").count() == 0
+        log = _readings(url)
+        assert len(log) == logged_before + 1 and log[-1]["photo"] == photo.name, log[-1:]
+        assert log[-1]["fields"] == done["reading"]["fields"]
+        assert [(r["label"], r["value"]) for r in page.evaluate(TABLE_JS)] == _expected_table(url, done["reading"])
         assert not problems, problems
     finally:
         ctx.close()

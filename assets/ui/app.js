@@ -6,7 +6,8 @@
 //   api.js     fetch with the token, errors as sentences, server-sent events
 //   notice.js  the banner       status.js  the status bar     state.js  what modules share
 //   photo.js   open / drop / paste, canvas, rotate, crop, the upload, the buttons
-//   chat.js    ask, streamed answers, Stop, progress, reasoning    plate.js  the nameplate table, exports
+//   chat.js    ask, streamed answers, Stop, reasoning    progress.js  the bar while a photo is read
+//   plate.js   the streamed nameplate reading    plate_table.js  its table (row by row), copy, exports
 // The server contract — the /api routes the page calls, their bodies and errors — is described in
 // runtime/app/server/routes_app.py (the route table and the /ui/ static files: runtime/app/server/app.py;
 // the token and origin checks: runtime/app/server/guard.py).

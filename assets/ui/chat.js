@@ -1,12 +1,13 @@
 // The conversation: ask about the current view, the answer streamed into its bubble, Stop, the
-// progress bar while the photo and prompt are read, the reasoning (collapsed), speed and length
-// notes. One request runs at a time (store.running).
+// progress bar while the photo and prompt are read (progress.js), the reasoning (collapsed), speed
+// and length notes. One request runs at a time (store.running); Stop here stops either kind.
 import { $, t, i18nEl } from "./ui.js";
 import { api, ApiError, describeError, sseEvents } from "./api.js";
 import { showError, showNoticeRender, hideNoticeUnlessModel } from "./notice.js";
 import { renderStatus } from "./status.js";
 import { store } from "./state.js";
 import { photo, ensureSession, updateButtons, onPhotoChanged } from "./photo.js";
+import { showProgress, clearProgress } from "./progress.js";
 
 export function addNote(key) {
   const p = document.createElement("p");
@@ -65,7 +66,7 @@ export async function ask() {
   const reply = bubble("assistant");
   reply.dataset.state = "streaming";
   const controller = new AbortController();
-  const running = store.running = { controller, bubble: reply, sid: null };
+  const running = store.running = { kind: "chat", controller, bubble: reply, sid: null };
   updateButtons();
   const text = reply.querySelector(".text");
   let reasoning = null, answer = "";
@@ -79,7 +80,7 @@ export async function ask() {
     });
     for await (const ev of sseEvents(resp)) {
       if (ev.type === "progress") {   // reading the photo and prompt: a bar until the first token
-        showProgress(reply, ev);
+        showProgress(reply, ev, text);
         continue;
       }
       clearProgress(reply);
@@ -132,40 +133,6 @@ export async function ask() {
   }
 }
 
-// Progress while the photo and prompt are read (minutes on a laptop CPU): the phase, a bar, and
-// the time left as this machine measured it on earlier photos ("estimating…" the first time).
-// The bar follows the whole reading when the server has an estimate, else the current phase.
-function showProgress(reply, ev) {
-  let box = reply.querySelector(".progress");
-  if (!box) {
-    box = document.createElement("div");
-    box.className = "progress";
-    box.setAttribute("role", "progressbar");
-    box.setAttribute("aria-valuemin", "0");
-    box.setAttribute("aria-valuemax", "100");
-    const label = document.createElement("div");
-    label.className = "progress-label";
-    const track = document.createElement("div");
-    track.className = "progress-track";
-    track.append(document.createElement("div"));
-    box.append(label, track);
-    reply.insertBefore(box, reply.querySelector(".text"));
-  }
-  const frac = ev.fraction ?? (ev.total > 0 ? ev.done / ev.total : 0);
-  const pct = Math.max(0, Math.min(100, Math.round(frac * 100)));
-  box.dataset.phase = ev.phase;
-  box.setAttribute("aria-valuenow", String(pct));
-  box.querySelector(".progress-track > div").style.width = pct + "%";
-  const label = box.querySelector(".progress-label");
-  label.replaceChildren(i18nEl("span", "progress." + ev.phase), " — ",
-    ev.eta_s == null ? i18nEl("span", "progress.estimating")
-      : i18nEl("span", "progress.left", { s: Math.max(1, Math.round(ev.eta_s)) }));
-  box.setAttribute("aria-label", label.textContent);
-}
-function clearProgress(reply) {
-  reply.querySelector(".progress")?.remove();
-}
-
 // the reasoning block's summary: "Reasoning… N characters so far" while it streams, then "Reasoning"
 function setReasoningSummary(details, running) {
   const sum = details.querySelector("summary");
@@ -192,12 +159,26 @@ function finishMeta(reply, ev) {
   }
 }
 
-// Stop (the button, or Esc): tell the server (it stops within a token), then drop the connection.
+// Stop (the button, or Esc): tell the server (it stops within a token). A chat answer's connection
+// is then dropped at once: what streamed so far is the answer. A nameplate reading keeps its stream
+// open instead: the server ends it with a "done" event holding the fields read so far (marked
+// incomplete), which dropping the connection would lose. Only if the server did not take the
+// cancel (the reading had not started there yet) or that event does not come within
+// STOP_GRACE_MS is the connection dropped (the server cancels on a dropped connection too).
+const STOP_GRACE_MS = 5000;
 export async function stop() {
-  if (!store.running) return;
-  const { controller, sid } = store.running;
+  const running = store.running;
+  if (!running || running.stopping) return;
+  running.stopping = true;
+  running.onStopping?.();
+  updateButtons();
+  const { controller, sid } = running;
+  let taken = false;
   if (sid) {
-    try { await api(`/api/sessions/${sid}/cancel`, { method: "POST" }); } catch { /* the abort also cancels */ }
+    try {
+      taken = (await (await api(`/api/sessions/${sid}/cancel`, { method: "POST" })).json()).cancelled === true;
+    } catch { /* the abort below also cancels */ }
   }
-  controller.abort();
+  if (running.kind === "plate" && taken) setTimeout(() => controller.abort(), STOP_GRACE_MS);   // a no-op once it ended
+  else controller.abort();
 }

@@ -180,7 +180,8 @@ export function updateButtons() {
   $("#full-photo").disabled = !photo.crop || busy;
   $("#read-plate").disabled = !has || busy;
   $("#send").disabled = busy;
-  $("#stop").disabled = !busy;
+  $("#stop").disabled = !busy || !!store.running.stopping;   // pressed once: the stop is under way
+  $("#copy").disabled = !store.plateResult;                    // Copy copies a finished reading
   $("#open").disabled = busy;
   document.body.dataset.busy = busy ? "1" : "";
 }

@@ -1,138 +1,104 @@
-// The nameplate: read it from the current view, show the table with the rows warnings are about
-// highlighted, copy it as text, export the readings log. The rows are the server's field list
-// (GET /api/plate-fields: {fields: [{key, label}, …]} in runtime/tasks/plate.py's order, then
-// "other"), fetched once, before the first table; labels are translated by key (ui.js fieldLabel).
-import { $, t, fieldLabel, onLangChange } from "./ui.js";
-import { api, ApiError } from "./api.js";
-import { showError, showInfo, showNoticeRender, hideNoticeUnlessModel } from "./notice.js";
+// Reading the nameplate from the current view, as the server streams it (POST
+// /api/sessions/{sid}/read-plate with {"stream": true}: runtime/app/server/routes_app.py). On a CPU
+// a reading takes minutes, so the page shows it as it goes: the progress bar while the photo and
+// prompt are read (progress.js, as the chat's), each field in its row the moment its value is final
+// (plate_table.js), a line with the fields read, the speed and the time left while the answer is
+// decoded, then the finished table. Stop (chat.js stop) asks the server to stop and keeps this
+// stream open for its last event, which holds the fields read so far (marked incomplete, not logged).
+import { $, t, i18nEl } from "./ui.js";
+import { api, ApiError, sseEvents } from "./api.js";
+import { showError, hideNoticeUnlessModel } from "./notice.js";
 import { store } from "./state.js";
-import { photo, ensureSession, updateButtons, onPhotoChanged } from "./photo.js";
+import { photo, ensureSession, updateButtons } from "./photo.js";
+import { renderStatus } from "./status.js";
+import { showProgress, clearProgress, timeLeft } from "./progress.js";
+import { plateFields, startTable, fillField, finishTable, partialReading, tableHasReads, hideTable } from "./plate_table.js";
 
-let fields = null;          // [{key, label}] as the server lists them, once fetched
-let fieldsRequest = null;   // that request while it runs (or once it succeeded)
-
-function plateFields() {
-  fieldsRequest ??= api("/api/plate-fields").then((r) => r.json()).then((body) => (fields = body.fields))
-    .catch((e) => { fieldsRequest = null; throw e; });   // not kept: the next reading asks again
-  return fieldsRequest;
-}
+export { copyPlate, exportReadings } from "./plate_table.js";
 
 export async function readPlate() {
   if (store.running || !photo.base) return;
   hideNoticeUnlessModel();
   const controller = new AbortController();
-  const running = store.running = { controller, sid: null, bubble: null };
+  const running = store.running = {
+    kind: "plate", controller, sid: null, bubble: null,
+    onStopping: () => { setButton("plate.stopping"); setLine(i18nEl("span", "plate.stopping")); },
+  };
   updateButtons();
-  const btn = $("#read-plate");
-  btn.textContent = t("plate.reading");
-  const fieldsReady = plateFields();       // while the photo goes up and the model reads it
-  fieldsReady.catch(() => {});            // (its failure is reported below, once, not as unhandled)
+  setButton("plate.reading");
+  const live = $("#plate-live");
   try {
+    await plateFields();      // the rows (fetched once), so the table can stand before any value
+    startTable();
+    setLine(i18nEl("span", store.sessionId ? "plate.starting" : "photo.uploading"));
     running.sid = await ensureSession(controller.signal);
-    const resp = await api(`/api/sessions/${running.sid}/read-plate`, { method: "POST", signal: controller.signal });
-    const result = await resp.json();
-    await fieldsReady;
-    store.plateResult = result;
-    renderPlate(result);
+    if (!running.stopping) setLine(i18nEl("span", "plate.starting"));
+    const resp = await api(`/api/sessions/${running.sid}/read-plate`, {
+      method: "POST", signal: controller.signal,
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ stream: true }),
+    });
+    let done = null;
+    for await (const ev of sseEvents(resp)) {
+      if (ev.type === "progress") {          // the photo and prompt: the bar, until the answer starts
+        if (!running.stopping) setLine();
+        showProgress(live, ev, live.querySelector(".plate-line"));
+      } else if (ev.type === "field") {
+        clearProgress(live);
+        fillField(ev.key, ev.value);
+      } else if (ev.type === "decode") {
+        clearProgress(live);
+        if (!running.stopping) showDecode(ev);
+      } else if (ev.type === "done") {
+        done = ev;
+      } else if (ev.type === "error") {
+        throw new Error(t("err.stream", { msg: ev.message }));
+      }
+    }
+    if (!done) throw new Error(t("plate.noEnd"));
+    finishTable(done.reading, done.incomplete);
+    if (!done.cached && done.decode_tps && store.serverStatus) {   // the status bar's "last speed"
+      store.serverStatus.last_decode_tps = done.decode_tps;
+      renderStatus();
+    }
   } catch (e) {
-    if (e instanceof ApiError && e.status === 404) store.sessionId = null;
-    showError(e);
+    if (e instanceof ApiError && e.status === 404) store.sessionId = null;   // expired: re-upload next time
+    // Stop's grace ran out, or the stream broke: the fields that arrived stay, marked incomplete
+    if (tableHasReads()) finishTable(partialReading(), true);
+    else hideTable();
+    showError(e);   // (not for an abort: the user asked for it)
   } finally {
+    clearProgress(live);
+    setLine();
     store.running = null;
-    btn.textContent = t("plate.read");
+    setButton("plate.read");
     updateButtons();
   }
 }
 
-// the table shown (and what Copy copies) belongs to the previous photo
-onPhotoChanged(() => {
-  store.plateResult = null;
-  $("#plate").hidden = true;
-});
-onLangChange(() => { if (store.plateResult) renderPlate(store.plateResult); });
+// The reading button says what runs; its key goes in data-i18n so a language switch keeps it.
+function setButton(key) {
+  const btn = $("#read-plate");
+  btn.dataset.i18n = key;
+  btn.textContent = t(key);
+}
 
-// Which fields a warning is about: the server starts each warning with the field key; the power
-// check ("power … does not match V·I·PF·η") implicates voltage and current as well.
-function warnedFields(warnings) {
-  const known = new Set(fields.map((f) => f.key).filter((k) => k !== "other"));
-  const keys = new Set();
-  for (const w of warnings) {
-    const m = /^([a-z_]+)[:\s]/.exec(w);
-    if (m && known.has(m[1])) keys.add(m[1]);
-    if (/V·I/.test(w)) ["rated_voltage", "current", "power"].forEach((k) => keys.add(k));
+// The line under the nameplate's title while it is read (sending the photo, the decode, stopping);
+// setLine() with nothing removes it.
+function setLine(...nodes) {
+  const live = $("#plate-live");
+  let line = live.querySelector(".plate-line");
+  if (!nodes.length) return line?.remove();
+  if (!line) {
+    line = document.createElement("p");
+    line.className = "plate-line";
+    live.append(line);
   }
-  return keys;
+  line.replaceChildren(...nodes);
 }
 
-// one row per field in the server's order, then one per "other" pair the plate had
-function plateRows(r) {
-  const rows = fields.filter((f) => f.key !== "other")
-    .map((f) => ({ key: f.key, label: fieldLabel(f), value: r.fields?.[f.key] ?? null, parsed: r.parsed?.[f.key] }));
-  const other = fieldLabel(fields.find((f) => f.key === "other") ?? { key: "other", label: "Other" });
-  for (const o of r.fields?.other || []) rows.push({ key: "", label: `${other}: ${o.name}`, value: o.value });
-  return rows;
-}
-
-function renderPlate(r) {
-  const warned = warnedFields(r.warnings || []);
-  const tbody = $("#plate-table tbody");
-  tbody.replaceChildren();
-  for (const row of plateRows(r)) {
-    const tr = document.createElement("tr");
-    if (warned.has(row.key)) tr.className = "warn";
-    const q = row.parsed;
-    const parsed = q ? `${q.value}${q.max ? "–" + q.max : ""} ${q.unit}`.trim() : "";
-    for (const [i, s] of [row.label, row.value ?? t("plate.empty"), parsed].entries()) {
-      const td = document.createElement(i ? "td" : "th");
-      td.textContent = s;
-      if (i === 1 && row.value == null) td.className = "empty";
-      tr.append(td);
-    }
-    tbody.append(tr);
-  }
-  const ul = $("#plate-warnings");
-  ul.replaceChildren(...(r.warnings?.length ? r.warnings : [t("plate.noWarnings")]).map((w) => {
-    const li = document.createElement("li");
-    li.textContent = w;
-    return li;
-  }));
-  $("#plate").hidden = false;
-}
-
-function plateText(r) {
-  const lines = plateRows(r).filter((x) => x.value != null).map((x) => `${x.label}\t${x.value}`);
-  for (const w of r.warnings || []) lines.push(`${t("plate.warnings")}: ${w}`);
-  return lines.join("\n");
-}
-
-export async function copyPlate() {
-  const text = plateText(store.plateResult);
-  try {
-    await navigator.clipboard.writeText(text);
-  } catch {
-    // older or restricted browsers: the legacy copy command from a hidden textarea
-    const ta = Object.assign(document.createElement("textarea"), { value: text });
-    document.body.append(ta);
-    ta.select();
-    const ok = document.execCommand("copy");
-    ta.remove();
-    if (!ok) return showNoticeRender(() => t("plate.copyFailed"));
-  }
-  showInfo("plate.copied");
-}
-
-// Downloads go through fetch (not a plain link) so the bearer token header is sent when needed.
-export async function exportReadings(format) {
-  try {
-    const blob = await (await api(`/api/readings?format=${format}`)).blob();
-    const name = `readings.${format}`;
-    const a = Object.assign(document.createElement("a"), { href: URL.createObjectURL(blob), download: name });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
-    showInfo("plate.exported", { name });
-  } catch (e) {
-    showError(e);
-  }
+// "7 of 18 fields read · 21.5 tokens/s · about 12 s left" (the time left is estimated by the
+// server from the fields done so far: none before the first one)
+function showDecode(ev) {
+  const tps = Math.round(ev.decode_tps * 10) / 10;
+  setLine(i18nEl("span", "plate.decode", { done: ev.fields_done, total: ev.fields_total, tps }), " · ", timeLeft(ev.eta_s));
 }

@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 from runtime.engine import photo_memory
 from runtime.engine.answer_cache import AnswerCache
 from runtime.engine.hardware import physical_cores, usable_ram
+from runtime.llama.cpu_share import CpuShare
 from runtime.llama.memory_policy import MemoryPolicy, choose as choose_memory_policy
 from runtime.engine.generate import Step
 from runtime.engine.images import PreparedImage
@@ -36,6 +37,9 @@ class EngineOptions:
     photo_memory_bytes: int | None = None  # its bound; None: $GLMV_PHOTO_MEMORY or 2 GiB; 0 turns it off
     memory: "MemoryPolicy | None" = None  # how the weights sit in RAM; None: chosen from this machine's RAM
     vision_flash_attn: str | None = None  # auto | on | off; None: $GLMV_VISION_FLASH_ATTN, else auto
+    # feed the text a JSON grammar forces in one batch, verified (runtime/engine/jump_forward.py);
+    # None: on unless $GLMV_JUMP_FORWARD=0
+    jump_forward: bool | None = None
 
 
 class Engine:
@@ -57,9 +61,10 @@ class Engine:
             self.memory_policy, self.memory_why = choose_memory_policy(
                 usable_ram(), self.text_info.size + (self.mmproj_info.size if self.mmproj_info else 0),
                 gpu_offload=self.n_gpu_layers > 0)
+        # how many threads each reading uses, from the cores this process may use and the load
+        self.cpu = CpuShare(physical_cores(), fixed=self.options.n_threads)
         t0 = time.perf_counter()
-        self.pair = LlamaPair(text_path, mmproj_path, n_ctx=self.options.n_ctx,
-                              n_threads=self.options.n_threads or physical_cores(),
+        self.pair = LlamaPair(text_path, mmproj_path, n_ctx=self.options.n_ctx, n_threads=self.cpu.cores,
                               n_gpu_layers=self.n_gpu_layers, mmproj_on_gpu=self.mmproj_on_gpu,
                               f32_kv=self.options.f32_kv, progress=self.options.progress,
                               memory=self.memory_policy, vision_flash_attn=self.options.vision_flash_attn)
@@ -72,6 +77,8 @@ class Engine:
                          st_m.st_size, int(st_m.st_mtime)]
         self.answer_cache = AnswerCache(self.options.cache_dir) if self.options.cache_dir else None
         self.photo_memory = photo_memory.for_engine(self)
+        from runtime.engine.jump_forward import enabled_by_default
+        self.jump_forward = enabled_by_default() if self.options.jump_forward is None else self.options.jump_forward
         self.lock = threading.RLock()
         self.kv: list = []          # what the KV cache holds, item by item (see session.py)
         self.kv_owner: Session | None = None

@@ -28,6 +28,10 @@ class Timings:
     ttft_ms: float = 0.0
     decode_ms: float = 0.0
     n_decoded: int = 0
+    passes: int = 0        # forward passes of the decode (one per token without jump-forward)
+    forced: int = 0        # tokens the grammar forced that the model's own samples confirmed
+    rejected: int = 0      # forced tokens fed and then dropped (the model chose otherwise)
+    threads: object = None   # the decode's runtime.llama.cpu_share.ThreadPlan
 
     @property
     def decode_tps(self) -> float:
@@ -73,7 +77,8 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
                   timings: Timings, thinking: bool = False, cancelled: Callable[[], bool] = lambda: False,
                   on_token: Callable[[int], None] = lambda t: None, t_start: float | None = None,
                   n_cells_extra: int = 0, reasoning_budget: int = DEFAULT_REASONING_BUDGET,
-                  max_total: int | None = None) -> Iterator[Step]:
+                  max_total: int | None = None, jump_forward: bool = False,
+                  on_pass: Callable[[], None] = lambda: None) -> Iterator[Step]:
     """Sample from the context's current logits onward.
 
     Budgets are apart: ``max_tokens`` counts the answer, ``reasoning_budget`` the reasoning
@@ -86,19 +91,23 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
     ``<think>…</think>``: that part is yielded as kind "reasoning". Control tokens decode to
     nothing, and the ``<|begin_of_box|>``/``<|end_of_box|>`` markers are dropped by id whatever
     their type, so they never reach the answer text.
+
+    With ``jump_forward`` and a grammar in the sampler, the text the grammar forces is fed in the
+    same batch as the sampled token and verified row by row (runtime/engine/jump_forward.py);
+    ``timings`` counts the passes, and the forced tokens kept and rejected. ``on_pass`` runs
+    before each pass (the engine looks at the CPU's load again: runtime/llama/cpu_share.py).
     """
     stops = stop_ids(pair)
-    hidden = {t for t in (pair.token_id(s) for s in HIDDEN_TOKENS) if t is not None}
-    think_open, think_close = pair.token_id("<think>"), pair.token_id("</think>")
-    mode = "expect" if thinking else "answer"
-    at_answer_start = True
-    pending = b""
-    n = n_reasoning = 0
-    capped = False
+    out = _TextOut(pair, thinking)
+    drafter = None
+    if jump_forward and sampler.grammar is not None and not thinking:
+        from runtime.engine.jump_forward import Drafter
+        drafter = Drafter(pair, sampler.grammar, sampler.vocab_table)
     t_start = time.perf_counter() if t_start is None else t_start
     t_first = None
     reason = "length"
-    while (n - n_reasoning < max_tokens or mode == "reasoning") and (max_total is None or n < max_total):
+    tok: int | None = None          # a token the last verification sampled, not yet fed
+    while (out.n - out.n_reasoning < max_tokens or out.mode == "reasoning") and (max_total is None or out.n < max_total):
         if cancelled():
             reason = "cancelled"
             break
@@ -106,51 +115,102 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
         if n_past + n_cells_extra + 1 > pair.n_ctx:
             reason = "context"
             break
-        if mode == "reasoning" and n_reasoning >= reasoning_budget and think_close is not None:
-            tok, capped = think_close, True   # the budget is spent: close the reasoning ourselves
-            sampler.accept(tok)
-        else:
-            tok = sampler.sample(pair.ctx)
+        if tok is None:
+            if out.mode == "reasoning" and out.n_reasoning >= reasoning_budget and out.think_close is not None:
+                tok, out.capped = out.think_close, True   # the budget is spent: close the reasoning ourselves
+                sampler.accept(tok)
+            else:
+                tok = sampler.sample(pair.ctx)
         if tok in stops or pair.ll.llama_vocab_is_eog(pair.vocab, tok):
             reason = "stop"
             break
-        if mode == "reasoning" or (tok == think_open and thinking):   # <think>…</think> is reasoning
-            n_reasoning += 1
         now = time.perf_counter()
         if t_first is None:
             t_first = now
             timings.ttft_ms = 1000 * (now - t_start)
-        n += 1
-        n_past, _ = pair.decode_tokens([tok], n_past, logits="flag")
-        on_token(tok)
-        timings.n_decoded = n  # decode_ms spans the n decodes since the first sample
-        timings.decode_ms = 1000 * (time.perf_counter() - t_first)
-        if tok == think_open and mode in ("expect", "answer") and thinking:
-            mode, pending = "reasoning", b""
-            continue
-        if tok == think_close and mode == "reasoning":
-            text, pending = pending.decode(errors="replace"), b""
-            mode = "answer"
-            if text:
-                yield Step(text, "reasoning", tok, prompt_tokens, n, timings)
-            continue
-        if tok in hidden:
-            continue
-        pending += pair.token_piece(tok)
-        text, pending = _split_utf8(pending)
-        if mode == "expect":
+        room = min(max_tokens - (out.n - out.n_reasoning) - 1, pair.n_ctx - (n_past + n_cells_extra + 1),
+                   (max_total - out.n - 1) if max_total is not None else max_tokens)
+        draft = drafter.draft(room) if drafter is not None else []
+        on_pass()
+        n_past, _ = pair.decode_tokens([tok] + draft, n_past, logits="flag_all" if draft else "flag")
+        timings.passes += 1
+        batch, tok = [tok], None
+        for row, d in enumerate(draft):   # the model's own choice after each row, with the same chain
+            s = sampler.sample(pair.ctx, row)
+            if s != d:
+                tok = s
+                break
+            batch.append(d)
+        kept = len(batch) - 1
+        timings.forced += kept
+        if kept < len(draft):
+            timings.rejected += len(draft) - kept
+            n_past -= len(draft) - kept
+            pair.truncate(n_past)    # the rows after the first difference leave the cache
+        timings.decode_ms = 1000 * (time.perf_counter() - t_first)  # spans the decodes since the first sample
+        for t in batch:
+            on_token(t)
+            step = out.piece(t, prompt_tokens, timings)
+            timings.n_decoded = out.n
+            if step is not None:
+                yield step
+        if draft and tok is None:
+            tok = sampler.sample(pair.ctx, len(draft))   # every row agreed: the next from the last row
+    yield out.last(reason, prompt_tokens, timings)
+
+
+def jump_forward_counts(t: Timings) -> dict:
+    """What jump-forward did in one answer (for --json and the API's done event)."""
+    return {"passes": t.passes, "forced_tokens": t.forced, "rejected_tokens": t.rejected}
+
+
+class _TextOut:
+    """The answer's text as tokens arrive: reasoning vs answer (``<think>…</think>``), hidden
+    markers, whole UTF-8 characters, the leading whitespace trimmed; counts the tokens."""
+
+    def __init__(self, pair: LlamaPair, thinking: bool):
+        self.pair, self.thinking = pair, thinking
+        self.hidden = {t for t in (pair.token_id(s) for s in HIDDEN_TOKENS) if t is not None}
+        self.think_open, self.think_close = pair.token_id("<think>"), pair.token_id("</think>")
+        self.mode = "expect" if thinking else "answer"
+        self.at_answer_start = True
+        self.pending = b""
+        self.n = self.n_reasoning = 0
+        self.capped = False
+
+    def piece(self, tok: int, prompt_tokens: int, timings: Timings) -> Step | None:
+        """Account for one token that is now in the context; the step to show, if any."""
+        if self.mode == "reasoning" or (tok == self.think_open and self.thinking):   # <think>…</think> is reasoning
+            self.n_reasoning += 1
+        self.n += 1
+        n = self.n
+        if tok == self.think_open and self.mode in ("expect", "answer") and self.thinking:
+            self.mode, self.pending = "reasoning", b""
+            return None
+        if tok == self.think_close and self.mode == "reasoning":
+            text, self.pending = self.pending.decode(errors="replace"), b""
+            self.mode = "answer"
+            return Step(text, "reasoning", tok, prompt_tokens, n, timings) if text else None
+        if tok in self.hidden:
+            return None
+        self.pending += self.pair.token_piece(tok)
+        text, self.pending = _split_utf8(self.pending)
+        if self.mode == "expect":
             if not text.strip():
-                continue            # the newline before <think>
-            mode = "answer"
-        if mode == "answer" and at_answer_start:
+                return None            # the newline before <think>
+            self.mode = "answer"
+        if self.mode == "answer" and self.at_answer_start:
             text = text.lstrip()
-            at_answer_start = not text
+            self.at_answer_start = not text
         if text:
-            yield Step(text, "reasoning" if mode == "reasoning" else "answer", tok, prompt_tokens, n, timings)
-    # a cut answer may stop inside a character: drop its first bytes rather than show U+FFFD
-    tail = pending.decode(errors="replace") if reason == "stop" else ""
-    yield Step(tail.lstrip() if at_answer_start else tail, "reasoning" if mode == "reasoning" else "answer",
-               None, prompt_tokens, n, timings, finish_reason=reason, reasoning_capped=capped)
+            return Step(text, "reasoning" if self.mode == "reasoning" else "answer", tok, prompt_tokens, n, timings)
+        return None
+
+    def last(self, reason: str, prompt_tokens: int, timings: Timings) -> Step:
+        # a cut answer may stop inside a character: drop its first bytes rather than show U+FFFD
+        tail = self.pending.decode(errors="replace") if reason == "stop" else ""
+        return Step(tail.lstrip() if self.at_answer_start else tail, "reasoning" if self.mode == "reasoning" else "answer",
+                    None, prompt_tokens, self.n, timings, finish_reason=reason, reasoning_capped=self.capped)
 
 
 def _split_utf8(buf: bytes) -> tuple[str, bytes]:

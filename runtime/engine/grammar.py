@@ -198,7 +198,24 @@ def _narrow_patterns(node):
     return node
 
 
-def schema_to_gbnf(schema: str) -> str:
+# The converter's optional space (``space ::= " "?``) sits after every bracket, key, colon, comma
+# and value. Fixed separators write JSON as json.dumps does: one space after "," and ":", none
+# elsewhere — so the text between two values is forced (runtime/engine/jump_forward.py).
+_SPACE_RULE = re.compile(r'^space ::= .*$', re.M)
+FIXED_SEPARATORS = ((re.compile(r'"," space'), '", "'), (re.compile(r'":" space'), '": "'))
+
+
+def fix_separators(gbnf: str) -> str:
+    """``gbnf`` (from llama-cpp-python's converter) with json.dumps' separators."""
+    if len(_SPACE_RULE.findall(gbnf)) != 1:
+        raise ValueError("llama-cpp-python's schema converter writes its space rule differently now: "
+                         "runtime/engine/grammar.py must be updated for it")
+    for rx, fixed in FIXED_SEPARATORS:
+        gbnf = rx.sub(lambda _: fixed, gbnf)
+    return _SPACE_RULE.sub('space ::= ""', gbnf)
+
+
+def schema_to_gbnf(schema: str, fixed_separators: bool = False) -> str:
     """The grammar for ``schema`` (JSON text), rooted at :data:`ANSWER_RULE`; ValueError when the
     schema cannot be turned into one (the API answers that with a 400)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
@@ -208,6 +225,8 @@ def schema_to_gbnf(schema: str) -> str:
     except Exception as e:  # noqa: BLE001 - the converter raises assorted errors on odd schemas
         raise ValueError(f"the JSON schema cannot be used as a grammar: {e}") from None
     gbnf = _CHAR_RULE.sub(lambda _: STRICT_CHAR, gbnf)
+    if fixed_separators:
+        gbnf = fix_separators(gbnf)
     # the converter's permissive string character must be gone (a renamed rule would keep it)
     if '[^"\\\\]' in gbnf.replace(STRICT_CHAR, ""):
         raise ValueError("llama-cpp-python's schema converter writes its string rule differently now: "
@@ -346,14 +365,14 @@ def add_guard(ll, vocab, chain) -> TokenGuard:
     return guard
 
 
-def add_json_constraint(ll, vocab, chain, schema: str) -> TokenGuard:
+def add_json_constraint(ll, vocab, chain, schema: str, fixed_separators: bool = False):
     """Add to ``chain`` (first, before any filter) what holds the output to ``schema``: the token
-    guard, then the grammar. The chain owns both; the returned guard needs no keeping.
-    ValueError when the schema cannot be a grammar."""
-    gbnf = schema_to_gbnf(schema)
+    guard, then the grammar. The chain owns both; returns (guard, grammar sampler), which need no
+    keeping. ValueError when the schema cannot be a grammar."""
+    gbnf = schema_to_gbnf(schema, fixed_separators)
     guard = add_guard(ll, vocab, chain)
     g = ll.llama_sampler_init_grammar(vocab, gbnf.encode(), ANSWER_RULE.encode())
     if not g:
         raise ValueError("the JSON schema could not be turned into a llama.cpp grammar")
     ll.llama_sampler_chain_add(chain, g)
-    return guard
+    return guard, g

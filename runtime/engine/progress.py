@@ -185,6 +185,12 @@ def run_prefill(prefill: Callable[..., tuple], cancelled: Callable[[], bool], bo
     return box["value"]
 
 
+def as_event(p: Progress) -> dict:
+    """A Progress item as the app API and the CLI's --stream send it (the UI's progress bar)."""
+    return {"type": "progress", "phase": p.phase, "done": p.done, "total": p.total, "elapsed_s": p.elapsed_s,
+            "eta_s": p.eta_s, "fraction": p.fraction, "estimated": p.estimated}
+
+
 PHASE_NAMES = {"photo": "preparing the photo", "vision": "vision tower", "prompt": "reading the prompt"}
 LINE_EVERY_S = 5.0     # plain lines (stderr not a terminal): one per phase, then at most this often
 
@@ -222,6 +228,23 @@ class TerminalProgress:
         self.bar.n = p.done
         self.bar.set_postfix_str("" if p.eta_s is None else f"about {p.eta_s:.0f} s left", refresh=False)
         self.bar.refresh()
+
+    def show_fields(self, done: int, total: int, tps: float, eta_s: float | None) -> None:
+        """The answer's decode: fields complete out of ``total``, the speed and the time left."""
+        note = f"{tps:.1f} tok/s" + ("" if eta_s is None else f" · about {eta_s:.0f} s left")
+        if self.mode == "bar":
+            if self.bar is None or self.phase != "fields":
+                self.close()
+                self.bar = progress_bar(total, "reading the fields", file=self.file, leave=False, unit="field",
+                                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                                   "[{elapsed}{postfix}]")
+            self.bar.n = done
+            self.bar.set_postfix_str(note, refresh=False)
+            self.bar.refresh()
+        elif self.mode == "lines" and (self.phase != "fields" or time.perf_counter() - self.t_line >= LINE_EVERY_S):
+            print(f"glmv: reading the fields {done}/{total} · {note}", file=self.file, flush=True)
+            self.t_line = time.perf_counter()
+        self.phase = "fields"
 
     def close(self) -> None:
         if self.bar is not None:

@@ -31,6 +31,9 @@ class SamplingOptions:
     presence_penalty: float = 0.0     # OpenAI's; 0 = off
     seed: int = DEFAULT_SEED
     json_schema: str | None = None    # JSON text of a schema; output is constrained to it
+    # JSON written as json.dumps writes it: ", " and ": " between items, no other whitespace
+    # (read-plate: the model's own layout, and fixed text that jump-forward need not sample)
+    fixed_separators: bool = False
 
     @property
     def greedy(self) -> bool:
@@ -131,9 +134,13 @@ class Sampler:
         params = ll.llama_sampler_chain_default_params()
         params.no_perf = True
         self.chain = ll.llama_sampler_chain_init(params)
+        self.grammar = self.vocab_table = None   # the chain's grammar sampler (jump-forward probes a copy)
         if opts.json_schema:
             from runtime.engine.grammar import add_json_constraint
-            add_json_constraint(ll, vocab, self.chain, opts.json_schema)
+            added = add_json_constraint(ll, vocab, self.chain, opts.json_schema,
+                                        fixed_separators=opts.fixed_separators)
+            if added:   # (a test's stand-in constraint may add no grammar to probe)
+                self.vocab_table, self.grammar = added[0].table, added[1]
         self.add_filters(ll, self.chain, opts, history=history, n_ctx=n_ctx, n_vocab=ll.llama_vocab_n_tokens(vocab))
         draw = ll.llama_sampler_init_greedy() if opts.greedy else ll.llama_sampler_init_dist(opts.seed)
         ll.llama_sampler_chain_add(self.chain, draw)
@@ -158,8 +165,9 @@ class Sampler:
         if opts.top_p < 1.0:
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_top_p(opts.top_p, 1))
 
-    def sample(self, ctx) -> int:
-        return int(self.ll.llama_sampler_sample(self.chain, ctx, -1))
+    def sample(self, ctx, row: int = -1) -> int:
+        """Sample from the logits of output ``row`` of the last batch (-1: its last) and accept it."""
+        return int(self.ll.llama_sampler_sample(self.chain, ctx, row))
 
     def accept(self, token: int) -> None:
         """A token the runtime put into the context itself (e.g. ``</think>`` at the budget)."""

@@ -234,6 +234,7 @@ class Session:
         pair = self.engine.pair
         timings = Timings()
         t0 = time.perf_counter()
+        threads = self.engine.cpu.reading(pair)
         try:
             if progress:
                 from runtime.engine.progress import book_for, run_prefill
@@ -247,13 +248,15 @@ class Session:
             yield Step("", "answer", None, 0, 0, timings, finish_reason="cancelled")
             return
         timings.prefill_ms = 1000 * (time.perf_counter() - t0)
+        timings.threads = threads.to_decode()
         history = [t for t in self.engine.kv if isinstance(t, int)]   # what the repetition penalty counts
         sampler = Sampler(pair.ll, pair.vocab, sampling, history=history, n_ctx=pair.n_ctx)
         try:
             yield from decode_stream(pair, sampler, n_past, n_cells_extra=max(0, prompt_tokens - n_past),
                                      max_tokens=max_tokens, reasoning_budget=reasoning_budget, max_total=max_total,
                                      prompt_tokens=prompt_tokens, timings=timings, thinking=self.enable_thinking,
-                                     cancelled=cancelled, on_token=self.engine.kv.append, t_start=t0)
+                                     cancelled=cancelled, on_token=self.engine.kv.append, t_start=t0,
+                                     jump_forward=self.engine.jump_forward, on_pass=threads.tick)
         finally:
             sampler.close()
 

@@ -102,6 +102,8 @@ class BackendInfo:
 
 def import_llama_cpp():
     """``import llama_cpp`` with our backends loaded first; a clear error if it is missing."""
+    from runtime.llama.cpu_share import configure_openmp
+    configure_openmp()   # before the CPU backend brings the OpenMP runtime in: it reads them once
     try:
         import llama_cpp  # noqa: F401
     except (ImportError, OSError) as e:

@@ -17,7 +17,7 @@ import numpy as np
 
 from runtime.llama.backends import import_llama_cpp
 
-GGML_TYPE_F32 = 0
+GGML_TYPE_F32, GGML_TYPE_F16 = 0, 1
 # context / mtmd parameters that change the numbers a cached prompt prefix or image encoding holds
 # (runtime/engine/photo_memory.py keys on them; the thread count does not change them)
 _STATE_FIELDS = ("type_k", "type_v", "flash_attn_type", "n_batch", "n_ubatch", "swa_full", "kv_unified")
@@ -150,6 +150,16 @@ class LlamaPair:
             # reference-precision mode: f32 cache and no flash attention (its CPU kernel
             # rounds K/Q through f16, 6.7e-4 vs 7e-7 relative error in our parity test)
             cp.type_k = cp.type_v = GGML_TYPE_F32
+            cp.flash_attn_type = 0
+        elif n_gpu_layers == 0 and cp.type_v in (GGML_TYPE_F32, GGML_TYPE_F16) \
+                and os.environ.get("GLMV_TEXT_FLASH_ATTN", "") != "on":   # "on": as before, to compare
+            # No flash attention in the text model on a CPU with an unquantized cache: ggml's CPU
+            # kernel takes another path for one query over >= 512 cells on several threads (split
+            # across the cache, ggml_compute_forward_flash_attn_ext_f16) than for the rows of a
+            # batch, so a token decoded alone and the same token in a jump-forward batch round
+            # differently and near-ties tip; as plain matrix products both agree bit for bit
+            # (tests/test_read_plate_stream.py). A quantized cache needs flash attention
+            # (llama.cpp) and takes the per-row path either way.
             cp.flash_attn_type = 0
         self.ctx = ll.llama_init_from_model(self.model, cp)
         # the settings that change what the KV cache holds (the photo memory's key)
@@ -295,7 +305,8 @@ class LlamaPair:
 
     def decode_tokens(self, tokens: list[int], n_past: int, logits: str = "last") -> tuple[int, np.ndarray | None]:
         """Feed text tokens at positions n_past…; ``logits`` is "none", "last" (copied out),
-        "flag" (computed for the last token, left in the context for a sampler) or "all"."""
+        "flag" (computed for the last token, left in the context for a sampler), "flag_all" (for
+        every token, left in the context: jump-forward samples each row) or "all" (copied out)."""
         if n_past + len(tokens) > self.n_ctx:
             raise ModelError(f"context full: {n_past} + {len(tokens)} tokens > n_ctx {self.n_ctx}")
         ll, b = self.ll, self._batch
@@ -309,7 +320,7 @@ class LlamaPair:
                 b.n_seq_id[i] = 1
                 b.seq_id[i][0] = 0
                 last = start + i == len(tokens) - 1
-                b.logits[i] = logits == "all" or (logits in ("last", "flag") and last)
+                b.logits[i] = logits in ("all", "flag_all") or (logits in ("last", "flag") and last)
             rc = ll.llama_decode(self.ctx, b)
             if rc != 0:
                 raise ModelError(f"llama_decode failed ({rc})")
@@ -321,6 +332,11 @@ class LlamaPair:
         if logits == "last":
             return n_past, self.logits(-1)
         return n_past, None
+
+    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
+        """Threads for one-token passes and for batches, from the next pass on (llama.cpp reads them
+        per pass; the vision tower keeps the count it was loaded with)."""
+        self.ll.llama_set_n_threads(self.ctx, int(n_threads), int(n_threads_batch))
 
     def logits(self, i: int = -1) -> np.ndarray:
         ptr = self.ll.llama_get_logits_ith(self.ctx, i)

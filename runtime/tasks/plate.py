@@ -233,7 +233,11 @@ def read_log(path: Path) -> list[dict]:
     out = []
     if not path.is_file():
         return out
-    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    # records end in "\n" only: str.splitlines() would also cut at U+2028, U+0085 or \x1c, which a
+    # value read off a plate may hold (json.dumps writes them raw), and lose that reading
+    for ln in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+        if not ln.strip():
+            continue
         try:
             out.append(json.loads(ln))
         except ValueError:

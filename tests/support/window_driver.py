@@ -96,7 +96,9 @@ ANSWER_JS = """(() => {
 
 PLATE_JS = """(() => {
   const rows = document.querySelectorAll("#plate-table tbody tr");
-  if (document.querySelector("#plate").hidden || !rows.length) return null;
+  // the table is shown from the reading's start (rows fill in as the model reads): wait for its end
+  if (document.querySelector("#plate").hidden || !rows.length
+      || document.querySelector("#plate").dataset.state === "reading") return null;
   return {rows: rows.length, first: rows[0].querySelector("th").textContent,
           warnings: document.querySelectorAll("#plate-warnings li").length,
           button_enabled: !document.querySelector("#read-plate").disabled};

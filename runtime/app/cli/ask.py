@@ -6,8 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from runtime.app.cli.common import EXIT_OK, _engine, _err, _sampling, pixel_budget
-from runtime.engine.model_locator import locate_model_files
+from runtime.app.cli.common import EXIT_OK, _engine, _err, _sampling, locate_or_demo, pixel_budget
 
 
 class _Cancel:
@@ -24,6 +23,7 @@ def _stream(session, question: str, a, cancel: _Cancel | None = None) -> dict:
     answer, reasoning, last = [], [], None
     shown_reasoning = False
     sampling = _sampling(a, session.engine)
+    from runtime.engine.generate import jump_forward_counts
     from runtime.engine.progress import TerminalProgress
     # reading the photo takes minutes on a CPU: say where it stands on stderr (see --progress)
     mode = getattr(a, "show_progress", "auto")
@@ -52,7 +52,9 @@ def _stream(session, question: str, a, cancel: _Cancel | None = None) -> dict:
               "image_encode_ms": round(t.image_encode_ms, 1), "prefill_ms": round(t.prefill_ms, 1),
               "ttft_ms": round(t.ttft_ms, 1), "decode_tps": round(t.decode_tps, 2),
               "decode_ms": round(t.decode_ms, 1), "reasoning_capped": last.reasoning_capped, "sampling": sampling.describe(),
-              "load_ms": round(session.engine.load_ms, 1), "memory_policy": session.engine.memory_policy.name}
+              "load_ms": round(session.engine.load_ms, 1), "memory_policy": session.engine.memory_policy.name,
+              **jump_forward_counts(t),
+              "threads": {"prompt": t.threads.batch, "decode": t.threads.decode, "why": t.threads.why} if t.threads else None}
     if a.json:
         print(json.dumps(result, ensure_ascii=False), flush=True)
     else:
@@ -77,7 +79,7 @@ def _ask(text: Path, mmproj: Path, photo: Path, question: str, a) -> dict:
 
 
 def cmd_ask(a) -> int:
-    text, mmproj = locate_model_files(a.model_dir, a.data_dir)
+    text, mmproj = locate_or_demo(a)
     _ask(text, mmproj, Path(a.photo), a.question, a)
     return EXIT_OK
 
@@ -87,7 +89,7 @@ def cmd_chat(a) -> int:
     import signal
     from runtime.engine import images
     from runtime.engine.session import ContextFullError
-    text, mmproj = locate_model_files(a.model_dir, a.data_dir)
+    text, mmproj = locate_or_demo(a)
     img = images.load(a.photo, pixel_budget=pixel_budget(a, text))
     eng = _engine(a, text, mmproj)
     session = eng.session(img, enable_thinking=a.think)

@@ -22,11 +22,25 @@ def _engine(a, text: Path, mmproj: Path, progress=None):
     from runtime.common.paths import data_dir
     cache = None if a.no_cache else data_dir(a.data_dir) / "answer-cache"
     eng = Engine(text, mmproj, EngineOptions(n_ctx=a.ctx, n_threads=a.threads, verify=a.verify, cache_dir=cache,
-                                             progress=progress))
+                                             progress=progress,
+                                             jump_forward=False if getattr(a, "jump_forward", True) is False else None))
     # the load line: which memory policy is in force, and why (stderr: stdout stays the answer)
     print(f"glmv: {text.name}: memory {eng.memory_policy.describe()} — {eng.memory_why}; loaded in "
           f"{eng.load_ms / 1000:.1f} s", file=sys.stderr)
     return eng
+
+
+def locate_or_demo(a):
+    """The model the command runs: the installed pair (--model-dir, $GLMV_MODEL_DIR, beside the
+    program, the data folder); with none installed, the built-in demo model — as the window and
+    `glmv demo` do — with a notice on stderr that says what it can and cannot read."""
+    from runtime.engine.model_locator import is_demo_model, locate_model_files_or_demo
+    files = locate_model_files_or_demo(a.model_dir, a.data_dir)
+    if is_demo_model(files.text) and not a.model_dir:
+        print("glmv: no model installed: using the built-in demo model (glmv-plates). It was trained here on "
+              "SYNTHETIC nameplates and reads few fields right; for real photos convert GLM-4.6V-Flash "
+              "(`glmv convert <hf-folder> --out models/`).", file=sys.stderr)
+    return files
 
 
 def pixel_budget(a, text: Path) -> int:

@@ -19,7 +19,7 @@ def cmd_synth(a) -> int:
 
 def convert_quant(requested: str) -> tuple[str, str | None]:
     """``--quant``: as given, or for ``auto`` the text quant ``glmv doctor`` recommends for this
-    machine (and why) — Q4_0 where ggml repacks it for the CPU, else Q4_K_M."""
+    machine (and why): on a CPU the best quality that fits its RAM (Q5_K_M, else Q4_K_M)."""
     if requested.lower() != "auto":
         return requested, None
     from runtime.engine import hardware

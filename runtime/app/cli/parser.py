@@ -41,7 +41,10 @@ def _generation_args(q: argparse.ArgumentParser, *, think: bool = True, json_out
     _engine_args(q)
     q.add_argument("--max-tokens", type=int, default=256, help="answer length limit in tokens (default 256; "
                                                                 "reasoning has its own --think-budget)")
-    if json_out:   # ask and chat stream their answer (read-plate reads many photos quietly)
+    q.add_argument("--no-jump-forward", dest="jump_forward", action="store_false",
+                   help="sample every token of a JSON answer, even the text its schema forces (slower; the "
+                        "answer is the same either way; also GLMV_JUMP_FORWARD=0)")
+    if json_out:   # ask and chat stream their answer
         q.add_argument("--progress", dest="show_progress", choices=("auto", "bar", "lines", "off"), default="auto",
                        help="progress while the photo is read, on stderr: a bar on a terminal, plain lines "
                             "otherwise (auto; with --json and no terminal: off)")
@@ -82,8 +85,8 @@ def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
     c.add_argument("src")
     c.add_argument("--out", required=True)
     c.add_argument("--quant", default="auto", help="F32 F16 BF16 Q8_0 Q6_K Q5_K_M Q4_K_M Q4_0 IQ4_NL, or "
-                   "auto (default): what `glmv doctor` recommends here — Q4_0 on a CPU whose llama.cpp repacks "
-                   "it (AVX2), else Q4_K_M")
+                   "auto (default): what `glmv doctor` recommends here — quality first: Q5_K_M where the RAM "
+                   "holds it, else Q4_K_M (Q4_0 is faster on AVX2 CPUs but reads less exactly)")
     c.add_argument("--mmproj-quant", default="Q8_0", help="F32 F16 Q8_0 (default Q8_0)")
     c.add_argument("--name", help="base name of the output files (default: the source folder's name)")
     c.add_argument("--threads", type=int)
@@ -121,6 +124,12 @@ def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
     fmt = rp.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object per photo")
     fmt.add_argument("--csv", action="store_true", help="CSV output (one row per photo)")
+    fmt.add_argument("--stream", action="store_true",
+                     help="JSON lines as the model reads: progress, each field when complete, speed and time "
+                          "left, then the reading (one 'done' line per photo)")
+    rp.add_argument("--progress", dest="show_progress", choices=("auto", "bar", "lines", "off"), default="auto",
+                    help="progress on stderr while the photo is read and the fields are written: a bar on a "
+                         "terminal, plain lines otherwise (auto; off with --json/--csv/--stream and no terminal)")
     rp.set_defaults(fn=cmd_read_plate, max_tokens=2048)
 
     m = sub.add_parser("models", help="GGUF pairs found, sizes, quant, verified or not")

@@ -20,7 +20,7 @@ from runtime.app.server.web import EventStream, err, json_body, progress_event, 
 from runtime.engine import images
 from runtime.engine.images import ImageError
 from runtime.tasks import plate
-from runtime.tasks.read_plate import finish, log_record, plate_sampling
+from runtime.tasks.read_plate import PlateDone, log_done, plate_sampling, read_plate_events, stream_event
 
 READ_PLATE_MAX_TOKENS = 2048
 
@@ -129,7 +129,12 @@ async def cancel(request: Request):
 
 async def read_plate(request: Request):
     """The read-plate use case (runtime/tasks/read_plate.py) on the conversation's photo; the
-    server runs the steps itself so that Stop, or the client leaving, cancels the reading."""
+    server runs the steps itself so that Stop, or the client leaving, cancels the reading.
+
+    ``{"stream": true}`` (or ``?stream=1``) answers with server-sent events as the model reads:
+    ``progress`` (the photo and prompt, as the chat's), ``field`` (one value complete), ``decode``
+    (tokens, speed, time left), then ``done`` with the reading — ``incomplete`` after Stop, when it
+    holds the fields read so far and is not logged. Without it: one JSON reading at the end."""
     st = app_state(request)
     conv = st.conversation(request.path_params["sid"])
     engine = st.model_host.require()
@@ -137,25 +142,53 @@ async def read_plate(request: Request):
     max_tokens = body.get("max_tokens", READ_PLATE_MAX_TOKENS)
     if not oai.positive_int(max_tokens):
         return err(400, "max_tokens must be a positive integer")
+    stream = body.get("stream", request.query_params.get("stream", "0") in ("1", "true"))
+    if not isinstance(stream, bool):
+        return err(400, "'stream' must be true or false")
+    if conv.running is not None:
+        return err(409, "this session is already answering: wait, or cancel it first", "conflict")
     # a fresh one-turn session on the same photo (the plate prompt stays out of the chat);
     # it borrows the chat session's image embeddings so the photo is not encoded again
     side = conv.session.side_session()
     sampling = plate_sampling(engine.sampling)
-    answer = st.model_host.start_generation(lambda cancelled: side.ask(
-        plate.PROMPT, max_tokens=min(max_tokens, st.n_ctx), sampling=sampling, cancelled=cancelled))
-    steps = await answer.collect(request.is_disconnected)
-    if not steps or steps[-1].finish_reason == "cancelled":
+    limit = min(max_tokens, st.n_ctx)
+    answer = st.model_host.start_generation(lambda cancelled: read_plate_events(
+        side, sampling=sampling, max_tokens=limit, cancelled=cancelled, progress=stream, limit_name="max_tokens"))
+    conv.running = answer
+    if stream:
+        return EventStream(_plate_events(st, conv, answer))
+    try:
+        items = await answer.collect(request.is_disconnected)
+    finally:
+        conv.running = None
+    done = next((x for x in items if isinstance(x, PlateDone)), None)
+    if done is None or not done.complete:
         # stopped by the user or the client left: not a reading, so nothing goes into the log
         return err(409, "the reading was cancelled", "cancelled")
-    raw = "".join(x.text for x in steps if x.kind == "answer")
-    last = steps[-1]
-    reading = finish(raw, last, max_tokens, limit_name="max_tokens")
+    await run_in_threadpool(_log_reading, st, conv, done)
+    return JSONResponse(done.reading.as_json())
+
+
+def _log_reading(st, conv: Conversation, done: PlateDone) -> bool:
     model = st.model_host.model
-    record = log_record(photo=conv.photo_name, photo_sha256=conv.photo_sha256, model=model["text"],
-                        mmproj=model["mmproj"], quant=model["quant"], reading=reading, raw=raw,
-                        cached=last.cached, when=now_iso())
-    await run_in_threadpool(plate.append_log, st.readings_log, record)
-    return JSONResponse(reading.as_json())
+    return log_done(st.readings_log, done, photo=conv.photo_name, photo_sha256=conv.photo_sha256,
+                    model=model["text"], mmproj=model["mmproj"], quant=model["quant"], when=now_iso())
+
+
+async def _plate_events(st, conv: Conversation, answer: RunningAnswer):
+    """read-plate's event stream (see :func:`read_plate`)."""
+    try:
+        async for ev in answer:
+            event = stream_event(ev)
+            if event is None:
+                continue
+            if isinstance(ev, PlateDone):
+                event["logged"] = await run_in_threadpool(_log_reading, st, conv, ev)
+            yield sse(event)
+    except Exception as e:  # noqa: BLE001 - the stream has started: report in-band
+        yield sse({"type": "error", "message": str(e)})
+    finally:
+        conv.running = None
 
 
 async def readings(request: Request):

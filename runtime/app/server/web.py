@@ -39,8 +39,8 @@ def sse(obj) -> str:
 
 def progress_event(p) -> dict:
     """A :class:`~runtime.engine.generate.Progress` as the app API streams it (the UI's progress bar)."""
-    return {"type": "progress", "phase": p.phase, "done": p.done, "total": p.total, "elapsed_s": p.elapsed_s,
-            "eta_s": p.eta_s, "fraction": p.fraction, "estimated": p.estimated}
+    from runtime.engine.progress import as_event
+    return as_event(p)
 
 
 def err(status: int, message: str, type_: str = "invalid_request_error", headers=None) -> JSONResponse:
