@@ -136,15 +136,17 @@ def read(eng: Engine, img, jump: bool) -> dict:
 
 def plates(a) -> list[tuple[str, dict, Path]]:
     from convert.synthetic.plates import write_set
-    out = ROOT / "build" / "bench" / f"jf-plates-{a.generated}"
+    out = ROOT / "build" / "bench" / f"jf-plates-{a.generated}"   # set seed 7: plate i is the same in every size
     if not (out / "plates.jsonl").exists():
         write_set(out, a.generated, seed=7, progress=False)
     rows = []
-    for p in sorted((ROOT / "assets" / "samples").glob("*.jpg")):
+    for p in sorted((ROOT / "assets" / "samples").glob("*.jpg")) if a.start == 0 else []:
         truth = p.with_suffix(".json")
         fields = json.loads(truth.read_text())["fields"] if truth.exists() else None
         rows.append((p.name, fields, p))
-    for ln in (out / "plates.jsonl").read_text().splitlines():
+    for ln in (out / "plates.jsonl").read_text().split("\n")[a.start:]:
+        if not ln.strip():
+            continue
         rec = json.loads(ln)
         rows.append((rec["file"], rec["fields"], out / rec["file"]))
     return rows
@@ -211,6 +213,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model-dir", action="append", required=True)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--generated", type=int, default=20)
+    ap.add_argument("--start", type=int, default=0,
+                    help="begin at this generated plate (the sample photos only with 0): to extend a run")
     ap.add_argument("--replay", action="store_true")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
