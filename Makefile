@@ -4,14 +4,14 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glmv-setup
 
-.PHONY: setup demo test bench clean llama-wheel system-deps bundle plate-model plate-accuracy screenshots \
+.PHONY: setup demo test bench clean llama-wheel system-deps build-deps bundle plate-model plate-accuracy screenshots \
         windows-deps bundle-windows test-windows
 
 setup: $(STAMP)
 
 # The portable llama.cpp build is made once and cached by version + flags
 # (~/.cache/glmv-portable, or $GLMV_BUILD_CACHE); tests run against that same build.
-$(STAMP): pyproject.toml portable_build/llama_build.py
+$(STAMP): pyproject.toml portable_build/llama_build.py portable_build/vulkan_compat/vulkan/vulkan.hpp | build-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m portable_build.llama_build > $(VENV)/llama-wheel.txt
@@ -25,12 +25,12 @@ demo: setup
 
 # Debian packages the tests need: Chromium (the browser test drives it through the Playwright pip
 # wheel; never `playwright install`), CJK fonts for the Chinese UI, Xvfb and Qt's xcb libraries for
-# the real pywebview window. Idempotent and instant when present; without root (or apt) it only
+# the real pywebview window, Mesa's lavapipe (a software Vulkan device) for the Vulkan tests. Idempotent and instant when present; without root (or apt) it only
 # says what to install; a failed install warns, and the tests that need a package skip with why.
 SYSTEM_PKGS := chromium fonts-noto-cjk xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-image0 \
   libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 \
   libxkbcommon-x11-0 libnss3 libxcomposite1 libxdamage1 libxrandr2 libxtst6 libasound2 \
-  qemu-user strace fonts-dejavu-core fonts-wqy-microhei
+  qemu-user strace fonts-dejavu-core fonts-wqy-microhei mesa-vulkan-drivers
 # apt-get install of the packages in $(1) that are missing (the recipe shared by system-deps and
 # windows-deps); $(2) is what to say when it cannot install them
 define apt_install
@@ -44,6 +44,13 @@ endef
 
 system-deps:
 	$(call apt_install,$(SYSTEM_PKGS),tests that need$$missing will skip,true;)
+
+# What the llama.cpp build needs for its Vulkan backend: the Vulkan headers and loader, the SPIR-V
+# headers and the glslc shader compiler (Debian 12's are the newest the registries have); the
+# build itself says what is missing, and GLMV_VULKAN=0 builds without the backend.
+BUILD_PKGS := libvulkan-dev glslc spirv-headers
+build-deps:
+	$(call apt_install,$(BUILD_PKGS),the llama.cpp build will say what it lacks,true;)
 
 # The portable USB folder (PyInstaller onedir): rebuilt when the code, assets or recipe change.
 BUNDLE      := dist/glmv-portable

@@ -10,6 +10,11 @@ the same invocation.
 
     PYTHONPATH=. .venv/bin/python bench/laptop_bench.py --model-dir build/bench/full/gguf \\
         [--limit-gib 8] [--policies lean,tight] [--repeat 3] [--max-tokens 96] [--json build/bench/laptop.json]
+        [--device vulkan --policies auto --pixel-budget 200704]
+
+``--device`` runs the model there (``vulkan`` on a machine with only lavapipe: the software device,
+whose memory is system RAM like an integrated GPU's); the policy ``auto`` leaves the memory policy
+to the program (what a user gets).
 
 Exit status 1 when a policy fails the test (medians over the repetitions).
 
@@ -37,7 +42,8 @@ QUESTIONS = ("What is the serial number on this nameplate?",
 MAX_TOKENS = 96
 
 
-def _run(model_dir: str, photo: str, policy: str, limit: int | None, ctx: int, max_tokens: int) -> dict:
+def _run(model_dir: str, photo: str, policy: str, limit: int | None, ctx: int, max_tokens: int,
+         extra: tuple[str, ...] = ()) -> dict:
     cg = CG / f"glmv-laptop-{os.getpid()}-{int(time.time() * 1000)}"
     cg.mkdir()
     try:
@@ -45,12 +51,14 @@ def _run(model_dir: str, photo: str, policy: str, limit: int | None, ctx: int, m
             (cg / "memory.limit_in_bytes").write_text(str(limit))
         subprocess.run(["sync"], check=False)
         Path("/proc/sys/vm/drop_caches").write_text("3")
-        env = dict(os.environ, PYTHONPATH=str(ROOT), GLMV_MEMORY_POLICY=policy)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        if policy != "auto":
+            env["GLMV_MEMORY_POLICY"] = policy
         stdin = "".join(q + "\n" for q in QUESTIONS)
         results, t0 = [], time.perf_counter()
         # one process, two questions: the follow-up reuses the session (its KV cache)
         p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "chat", photo, "--json", "--model-dir", model_dir,
-                              "--ctx", str(ctx), "--max-tokens", str(max_tokens), "--no-cache", "--greedy"],
+                              "--ctx", str(ctx), "--max-tokens", str(max_tokens), "--no-cache", "--greedy", *extra],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                              preexec_fn=lambda: (cg / "cgroup.procs").write_text(str(os.getpid())))
         peaks = {"rss": 0, "mapped_file": 0, "resident": 0}
@@ -82,7 +90,8 @@ def _run(model_dir: str, photo: str, policy: str, limit: int | None, ctx: int, m
         return {"policy": policy, "limit_gib": limit / GiB if limit else None, "rc": p.returncode, "wall_s": wall,
                 "peak_gib": peak / GiB, "peak_resident_gib": peaks["resident"] / GiB,
                 "peak_anon_gib": peaks["rss"] / GiB, "limit_hits": hits, "oom_killed": oom, "answers": results,
-                "stderr_tail": err[-600:] if p.returncode else ""}
+                "stderr_tail": err[-600:] if p.returncode else "",
+                "device_line": next((ln for ln in err.splitlines() if ln.startswith("glmv: device:")), "")}
     finally:
         for _ in range(50):   # the group can be removed once its last task is gone
             try:
@@ -149,8 +158,11 @@ def main() -> int:
     ap.add_argument("--ctx", type=int, default=8192)
     ap.add_argument("--repeat", type=int, default=3, help="repetitions of each (unlimited, limited) pair")
     ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="tokens per answer (greedy: all of them)")
+    ap.add_argument("--device", help="glmv's --device (e.g. vulkan)")
+    ap.add_argument("--pixel-budget", type=int, help="glmv's --pixel-budget (a small photo keeps a slow device's run short)")
     ap.add_argument("--json")
     a = ap.parse_args()
+    extra = tuple(x for k, v in (("--device", a.device), ("--pixel-budget", a.pixel_budget)) if v for x in (k, str(v)))
     if os.geteuid() != 0 or not os.access(CG, os.W_OK):
         print("laptop_bench: needs root and a writable cgroup v1 memory hierarchy at /sys/fs/cgroup/memory")
         return 2
@@ -162,12 +174,15 @@ def main() -> int:
             # side by side: the unlimited reference and the limited run of one repetition are adjacent,
             # and their order alternates, so a slow stretch of a shared machine lands on both sides
             order = [None, limit] if rep % 2 == 0 else [limit, None]
-            got = {lim: _run(a.model_dir, a.photo, policy, lim, a.ctx, a.max_tokens) for lim in order}
+            got = {lim: _run(a.model_dir, a.photo, policy, lim, a.ctx, a.max_tokens, extra) for lim in order}
             runs[policy].append((got[None], got[limit]))
             print(f"[laptop_bench] {policy}: repetition {rep + 1}/{a.repeat} done", file=sys.stderr, flush=True)
     print(f"\nmodel {a.model_dir}, context {a.ctx}, photo {Path(a.photo).name}, two questions of {a.max_tokens} "
           f"tokens each (greedy), the second a follow-up in the same session; {a.repeat} repetitions: "
-          "medians (range)\n")
+          f"medians (range){'; ' + ' '.join(extra) if extra else ''}\n")
+    for r in (x for pairs in runs.values() for pair in pairs for x in pair if x.get("device_line")):
+        print(r["device_line"] + "\n")
+        break
     print("| policy | limit GiB | completed | peak GiB (all, cache too) | peak resident GiB (anon + mapped) | "
           "limit hits | load s | vision s | TTFT s (q1 / q2) | decode tok/s (q1 / q2) | TTFT vs unlimited | "
           "decode vs unlimited |")

@@ -92,6 +92,12 @@ DROP_RULES: tuple[tuple[str, str], ...] = (
     ("libcublas*.so*", "2nd copy of cuBLAS (540 MB with cuBLASLt): the one in llama_cpp/lib is used"),
     ("cudart64_*.dll", "2nd copy of the CUDA runtime: the one in llama_cpp/lib is used"),
     ("cublas*64_*.dll", "2nd copy of cuBLAS: the one in llama_cpp/lib is used"),
+    # the Vulkan loader is the machine's own: it is what finds the machine's GPU drivers (the ICD
+    # files its packages install), Windows ships it with every GPU driver, and where there is none
+    # libggml-vulkan does not load and the CPU reads (one note). A copy from the build machine
+    # would only hide that and pair an old loader with newer drivers.
+    ("libvulkan.so*", "the Vulkan loader: the machine's own is used, with its drivers"),
+    ("vulkan-1.dll", "the Vulkan loader: the machine's own is used, with its drivers"),
 )
 
 # Exceptions to DROP_RULES.

@@ -17,6 +17,11 @@ Usage::
 
     python -m portable_build.llama_build            # print the cached wheel, building it if needed
     python -m portable_build.llama_build --cuda     # the CUDA flavour (separate cache entry)
+    GLMV_VULKAN=0 python -m portable_build.llama_build   # without the Vulkan backend (separate entry)
+
+The Vulkan backend (``libggml-vulkan``, any vendor's GPU through the driver the machine has) is
+part of the default build; it needs the Vulkan headers, loader, SPIR-V headers and ``glslc`` at
+build time (Debian: ``make build-deps``), and nothing on the user's machine but a Vulkan driver.
     python -m portable_build.llama_build --tool llama-mtmd-cli   # build a tool in the kept tree
 """
 from __future__ import annotations
@@ -40,7 +45,7 @@ from runtime.common.files import atomic_write_text
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 # Bump when the recipe below changes in a way that changes the produced wheel.
-RECIPE_REVISION = 1
+RECIPE_REVISION = 2   # 2: the Vulkan backend and its build record
 
 PORTABLE_CMAKE_ARGS: tuple[str, ...] = (
     "-DGGML_NATIVE=OFF",
@@ -51,6 +56,15 @@ PORTABLE_CMAKE_ARGS: tuple[str, ...] = (
 # loaded only where it runs.
 DEFAULT_CUDA_ARCHS = "75-real;80-real;86-real;89-real;90-real;90-virtual"
 CUDA_CMAKE_ARGS: tuple[str, ...] = ("-DGGML_CUDA=ON",)
+# The wrapper header folder (portable_build/vulkan_compat) goes ahead of the system's Vulkan
+# headers: it supplies the VK_EXT_layer_settings declarations Debian 12's 1.3.239 headers lack and
+# vanishes on newer ones. The path is filled in at build time, so the cache key does not depend on
+# where the checkout lives (the header's content is in the key instead).
+VULKAN_COMPAT_DIR = Path(__file__).with_name("vulkan_compat")
+_COMPAT_PLACEHOLDER = "@VULKAN_COMPAT@"
+VULKAN_CMAKE_ARGS: tuple[str, ...] = ("-DGGML_VULKAN=ON", f"-DCMAKE_CXX_FLAGS=-I{_COMPAT_PLACEHOLDER}")
+# Debian packages the Vulkan backend's build needs (the Makefile's build-deps installs them)
+VULKAN_BUILD_PACKAGES = "libvulkan-dev glslc spirv-headers"
 
 _VARIANT_LIB = re.compile(r"^(lib)?ggml-(cpu-[\w.]+|cuda|vulkan)\.(so|dll|dylib)$")
 
@@ -94,19 +108,41 @@ def cuda_archs(env: dict | None = None) -> str:
     return ";".join(archs)
 
 
+def vulkan_wanted(env: dict | None = None) -> bool:
+    """Whether the build carries the Vulkan backend: yes unless ``GLMV_VULKAN`` is 0/off/no."""
+    env = os.environ if env is None else env
+    return (env.get("GLMV_VULKAN") or "1").strip().lower() not in ("0", "off", "no", "false")
+
+
 def cmake_args(cuda: bool = False, env: dict | None = None) -> tuple[str, ...]:
+    """The CMake flags of a cache entry, with the Vulkan compat folder as a placeholder
+    (:func:`resolved_args` fills it in)."""
+    base = PORTABLE_CMAKE_ARGS + (VULKAN_CMAKE_ARGS if vulkan_wanted(env) else ())
     if not cuda:
-        return PORTABLE_CMAKE_ARGS
+        return base
     # ggml's CUDA virtual-memory pool links libcuda directly; a toolkit without the driver stub
     # (NVIDIA's pip wheels) builds the legacy pool instead, which reaches the driver through cudart
     extra = () if has_driver_library(cuda_home(env)) else ("-DGGML_CUDA_NO_VMM=ON",)
     archs = (f"-DCMAKE_CUDA_ARCHITECTURES={cuda_archs(env)}",)
-    return PORTABLE_CMAKE_ARGS + CUDA_CMAKE_ARGS + archs + extra
+    return base + CUDA_CMAKE_ARGS + archs + extra
+
+
+def resolved_args(args: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(a.replace(_COMPAT_PLACEHOLDER, str(VULKAN_COMPAT_DIR.resolve())) for a in args)
+
+
+def _compat_digest() -> str:
+    h = hashlib.sha256()
+    for f in sorted(VULKAN_COMPAT_DIR.rglob("*")):
+        if f.is_file():
+            h.update(f.relative_to(VULKAN_COMPAT_DIR).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def build_key(version: str, args: tuple[str, ...]) -> str:
+    extra = {"vulkan_compat": _compat_digest()} if any(_COMPAT_PLACEHOLDER in a for a in args) else {}
     blob = json.dumps({"version": version, "cmake": list(args), "recipe": RECIPE_REVISION,
-                       "platform": sys.platform}, sort_keys=True)
+                       "platform": sys.platform, **extra}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -216,6 +252,37 @@ def cuda_preflight(env: dict | None = None) -> list[str]:
     return missing
 
 
+def vulkan_preflight() -> list[str]:
+    """What the Vulkan backend's build needs and this machine lacks (empty when it can build)."""
+    missing = []
+    if not shutil.which("glslc"):
+        missing.append("glslc (the GLSL to SPIR-V compiler; Debian package glslc)")
+    incs = [Path(p) for p in ("/usr/include", "/usr/local/include")]
+    if os.environ.get("VULKAN_SDK"):
+        incs.insert(0, Path(os.environ["VULKAN_SDK"]) / "include")
+    if not any((i / "vulkan" / "vulkan.hpp").is_file() for i in incs):
+        missing.append("the Vulkan headers with vulkan.hpp (Debian package libvulkan-dev)")
+    if not any((i / "spirv" / "unified1" / "spirv.hpp").is_file() for i in incs):
+        missing.append("the SPIR-V headers (Debian package spirv-headers)")
+    return missing
+
+
+_SHADER_FEATURE = re.compile(r"-- (GL_\w+) (not )?supported by glslc")
+
+
+def shader_features(log_text: str) -> dict[str, bool]:
+    """The optional shader extensions ggml-vulkan's configure step found glslc able to compile."""
+    return {m.group(1): not m.group(2) for m in _SHADER_FEATURE.finditer(log_text)}
+
+
+def _glslc_version() -> str:
+    try:
+        out = subprocess.run(["glslc", "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.splitlines()[0].strip() if out else ""
+
+
 def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int | None = None) -> Path:
     existing = cached_wheel(version, cuda)
     if existing:
@@ -226,12 +293,17 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int
                 "a toolkit without cuBLAS can be completed with `CUDA_HOME=$(python -m portable_build.cuda_toolkit)`")
         raise SystemExit("cannot build the CUDA backend on this machine; missing:\n  - " + "\n  - ".join(missing)
                          + f"\n(set CUDA_HOME to a full CUDA toolkit, 12.x or 13.x; {hint})")
+    args = cmake_args(cuda)
+    vulkan = any("GGML_VULKAN=ON" in a for a in args)
+    if vulkan and (missing := vulkan_preflight()):
+        raise SystemExit("cannot build the Vulkan backend on this machine; missing:\n  - " + "\n  - ".join(missing)
+                         + f"\n(Debian/Ubuntu: `make build-deps`, or apt-get install {VULKAN_BUILD_PACKAGES};"
+                         " or build without it: GLMV_VULKAN=0)")
     d = entry_dir(version, cuda)
     d.mkdir(parents=True, exist_ok=True)
     sdist = _fetch_sdist(version, d / "sdist")
-    args = cmake_args(cuda)
     env = dict(os.environ)
-    env["CMAKE_ARGS"] = " ".join(args)
+    env["CMAKE_ARGS"] = " ".join(resolved_args(args))
     env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(jobs or os.cpu_count() or 2)
     if cuda:   # the toolkit checked above, not whatever nvcc is first on PATH
         env["CUDACXX"] = str(cuda_home(env) / "bin" / "nvcc")
@@ -250,11 +322,16 @@ def build(version: str = LLAMA_CPP_PYTHON_VERSION, cuda: bool = False, jobs: int
                    if p.is_file() and not p.is_symlink() and _VARIANT_LIB.match(p.name)}.values())
     if not any("cpu-" in p.name for p in libs):
         raise SystemExit(f"build finished but no ggml-cpu variant library was found in {d / 'build'}")
+    if vulkan and not any("vulkan" in p.name for p in libs):
+        raise SystemExit(f"build finished but libggml-vulkan was not found in {d / 'build'}")
+    extra = ({"vulkan": {"glslc": _glslc_version(),
+                         "shader_features": shader_features((d / "build.log").read_text(errors="replace"))}}
+             if vulkan else {})
     final = d / built.name
     add_libs_to_wheel(built, libs, final)
     atomic_write_text(d / "complete.json", json.dumps({
         "wheel": final.name, "version": version, "cmake_args": list(args),
-        "variant_libs": [p.name for p in libs], "build_seconds": round(time.monotonic() - t0, 1),
+        "variant_libs": [p.name for p in libs], "build_seconds": round(time.monotonic() - t0, 1), **extra,
     }, indent=2))
     shutil.rmtree(raw, ignore_errors=True)
     _log(f"built in {time.monotonic() - t0:.0f}s with {len(libs)} backend libraries: {final}")

@@ -8,6 +8,7 @@ and the markers that say what each test file needs, so a newcomer can pick:
 Helpers that are not tests live in tests/support/."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# The Vulkan device in this process (lavapipe, tests/test_parity.py and tests/test_vulkan.py)
+# computes with ggml-vulkan's f32 arithmetic, its reference-precision mode, as the CPU parity
+# tests run with an f32 cache; it is read once, when the device first starts. What a user gets
+# (f16 arithmetic where the device has it) is what the glmv processes the tests start run: they
+# are started without it (tests/test_vulkan.py, tests/test_bundle.py).
+os.environ.setdefault("GGML_VK_DISABLE_F16", "1")
 
 
 # What a test file needs beyond Python and the project's dependencies (markers in pyproject.toml).
@@ -34,7 +42,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "test_release_formats": ("llama", "reference"), "test_runtime": ("llama", "reference"),
     "test_sampling": ("llama", "reference"), "test_server": ("llama",), "test_shipping": (),
     "test_synth": ("reference",), "test_ui_browser": ("llama", "display"), "test_window": ("llama", "display"),
-    "test_winpe_check": (), "test_windows_fallback": ("llama",),
+    "test_winpe_check": (), "test_windows_fallback": ("llama",), "test_vulkan": ("llama",),
 }
 
 

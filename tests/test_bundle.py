@@ -326,3 +326,34 @@ def test_window_on_a_host_without_fontconfig_uses_the_bundled_fonts(bundle, tmp_
         finally:
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=30)
+
+
+def _frozen(bundle: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GLMV_DATA_DIR": str(tmp_path / "data"), "LANG": "C.UTF-8"}
+    return subprocess.run([str(bundle / EXE), *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_ask_and_read_plate_through_vulkan_on_lavapipe_match_the_cpu(bundle, tmp_path):
+    """The frozen bundle reads through its Vulkan backend on Mesa's software device (asked for:
+    auto never picks it) and gives the demo model's answers exactly as on the CPU."""
+    libs = {p.name for p in (bundle / "_internal" / "llama_cpp" / "lib").iterdir()}
+    assert "libggml-vulkan.so" in libs, sorted(libs)
+    assert not any(n.startswith("libvulkan.so") for n in (p.name for p in (bundle / "_internal").rglob("*"))), \
+        "the Vulkan loader must be the machine's own"
+    doc = _frozen(bundle, tmp_path, "doctor", "--json", "--device", "vulkan")
+    assert doc.returncode == 0, doc.stderr[-2000:]
+    rep = json.loads(doc.stdout)
+    if not any(v.get("software") for v in rep["vulkan_devices"]):
+        pytest.skip(f"no software Vulkan device on this machine (mesa-vulkan-drivers): {rep['notes']}")
+    sample = ROOT / "assets" / "samples" / "plate-en-metal.jpg"
+    out = {}
+    for device in ("cpu", "vulkan"):
+        a = _frozen(bundle, tmp_path, "ask", str(sample), "What is the serial number?", "--greedy", "--max-tokens",
+                    "16", "--no-cache", "--json", "--device", device)
+        assert a.returncode == 0, a.stderr[-2000:]
+        want = "device: CPU" if device == "cpu" else "device: Vulkan llvmpipe"
+        assert want in a.stderr, a.stderr[-2000:]
+        p = _frozen(bundle, tmp_path, "read-plate", str(sample), "--json", "--no-cache", "--device", device)
+        assert p.returncode == 0, p.stderr[-2000:]
+        out[device] = (json.loads(a.stdout)["answer"], json.loads(p.stdout)["fields"])
+    assert out["vulkan"] == out["cpu"] and out["cpu"][0].strip()

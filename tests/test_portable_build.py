@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,7 @@ from portable_build.llama_build import cuda_preflight
     "llama_cpp/lib/libggml-cpu-haswell.so", "llama_cpp/lib/libggml-cuda.so", "llama_cpp/lib/libcublasLt.so.13",
     "llama_cpp/lib/libcudart.so.13", "llama_cpp/lib/cublas64_13.dll", "llama_cpp/lib/libggml-base.so.0",
     "llama_cpp/lib/libllama.so.0", "llama_cpp/lib/ggml-base.dll", "llama_cpp/lib/llama.dll", "libgomp.so.1",
+    "llama_cpp/lib/libggml-vulkan.so", "llama_cpp/lib/ggml-vulkan.dll",
 ])
 def test_what_the_window_needs_is_kept(dest):
     assert dropped(dest) is None
@@ -28,6 +32,7 @@ def test_what_the_window_needs_is_kept(dest):
     "PySide6/Qt/lib/libQt6Quick3D.so.6", "libQt6QuickControls2.so.6", "PySide6/Qt6Pdf.dll",
     "PySide6/Qt/translations/qtwebengine_locales/de.pak", "PySide6/Qt/libexec/rcc",
     "PySide6/Qt/plugins/printsupport/libcupsprintersupport.so", "PySide6/Qt/plugins/platforms/libqvnc.so",
+    "libvulkan.so.1", "vulkan-1.dll",
     "PySide6/Qt/resources/qtwebengine_devtools_resources.pak",
     "libcublasLt.so.13", "libcublas.so.13", "libcudart.so.13", "cublasLt64_13.dll", "cudart64_13.dll",
     "libggml-base.so.0", "libggml.so.0", "libllama.so.0", "libmtmd.so.0", "ggml-base.dll", "llama.dll",
@@ -163,3 +168,68 @@ def test_frozen_window_gets_explicit_webengine_paths_in_either_qt_layout(qt_rel,
     env = launcher._frozen_webengine_paths()
     assert env["QTWEBENGINE_RESOURCES_PATH"] == str(qt / "resources")
     assert env["QTWEBENGINE_LOCALES_PATH"] == str(qt / "translations" / "qtwebengine_locales")
+
+
+def test_vulkan_is_in_the_default_build_keyed_by_the_compat_header_not_the_checkout_path(tmp_path, monkeypatch):
+    from portable_build import llama_build as lb
+    args = lb.cmake_args(False, {})
+    assert "-DGGML_VULKAN=ON" in args and "-DGGML_BACKEND_DL=ON" in args
+    assert not any("GGML_VULKAN" in a for a in lb.cmake_args(False, {"GLMV_VULKAN": "0"}))
+    assert lb.build_key("0", lb.cmake_args(False, {"GLMV_VULKAN": "off"})) != lb.build_key("0", args)
+    resolved = lb.resolved_args(args)
+    assert f"-DCMAKE_CXX_FLAGS=-I{lb.VULKAN_COMPAT_DIR.resolve()}" in resolved
+    key = lb.build_key("0", args)
+    # another checkout of the same recipe (CI clones elsewhere) has the same key …
+    other = tmp_path / "vulkan_compat"
+    import shutil
+    shutil.copytree(lb.VULKAN_COMPAT_DIR, other)
+    monkeypatch.setattr(lb, "VULKAN_COMPAT_DIR", other)
+    assert lb.build_key("0", args) == key
+    # … and a changed header is another build
+    (other / "vulkan" / "vulkan.hpp").write_text((other / "vulkan" / "vulkan.hpp").read_text() + "// changed\n")
+    assert lb.build_key("0", args) != key
+
+
+def test_shader_features_are_read_from_the_configure_log():
+    from portable_build.llama_build import shader_features
+    log = ("-- GL_KHR_cooperative_matrix not supported by glslc\n"
+           "  -- GL_EXT_integer_dot_product supported by glslc\n-- something else\n")
+    assert shader_features(log) == {"GL_KHR_cooperative_matrix": False, "GL_EXT_integer_dot_product": True}
+
+
+@pytest.mark.skipif(not Path("/usr/include/vulkan/vulkan.hpp").is_file() or not shutil.which("g++"),
+                    reason="no Vulkan headers (make build-deps) or no C++ compiler")
+def test_compat_header_gives_older_headers_the_layer_settings_declarations(tmp_path):
+    """What ggml-vulkan's instance set-up writes compiles against this machine's headers through
+    the wrapper, with the C layout of the extension's structs; without the wrapper it fails to
+    compile on headers that lack the extension (the negative control), and passes on newer ones."""
+    from portable_build.llama_build import VULKAN_COMPAT_DIR
+    src = tmp_path / "t.cpp"
+    src.write_text("""
+#include <vulkan/vulkan.hpp>
+#include <cstddef>
+int main() {
+    VkBool32 on = 1;
+    std::vector<vk::LayerSettingEXT> s = {{"VK_LAYER_KHRONOS_validation", "validate_best_practices",
+                                           vk::LayerSettingTypeEXT::eBool32, 1, &on}};
+    vk::LayerSettingsCreateInfoEXT info(s);
+    vk::ApplicationInfo app{"t", 1, nullptr, 0, VK_API_VERSION_1_2};
+    std::vector<const char *> none;
+    vk::InstanceCreateInfo ci(vk::InstanceCreateFlags{}, &app, none, none, &info);
+    static_assert(sizeof(vk::LayerSettingEXT) == 2 * sizeof(void *) + 8 + sizeof(void *), "VkLayerSettingEXT");
+    static_assert(offsetof(vk::LayerSettingsCreateInfoEXT, pSettings) == 24, "VkLayerSettingsCreateInfoEXT");
+    return ci.pNext == &info ? 0 : 1;
+}
+""")
+    wrapped = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", f"-I{VULKAN_COMPAT_DIR}", str(src)],
+                             capture_output=True, text=True)
+    assert wrapped.returncode == 0, wrapped.stderr[-2000:]
+    bare = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", str(src)], capture_output=True, text=True)
+    has_ext = "VK_EXT_layer_settings" in Path("/usr/include/vulkan/vulkan_core.h").read_text()
+    assert (bare.returncode == 0) == has_ext, bare.stderr[-500:]
+
+
+def test_windows_vulkan_import_library_lists_the_loaders_core_functions():
+    from portable_build.windows.llama_mingw import _EXT_SUFFIX
+    assert not _EXT_SUFFIX.search("vkCreateInstance") and not _EXT_SUFFIX.search("vkGetInstanceProcAddr")
+    assert _EXT_SUFFIX.search("vkCmdDrawMeshTasksNV") and _EXT_SUFFIX.search("vkGetPhysicalDeviceSurfaceSupportKHR")

@@ -100,6 +100,9 @@ def test_ui_end_to_end(served, browser):
         expect(page.locator("#open")).to_have_text("Open photo…")
         expect(page.locator("#st-quant")).to_have_text("Q8_0")
         assert page.locator("#st-cpu").inner_text() not in ("", "—")
+        # the device that reads, and why (the tooltip): here the CPU, lavapipe being software
+        expect(page.locator("#st-device")).to_have_text("CPU")
+        assert page.locator("#st-device").get_attribute("title").strip(), "the status bar says why"
 
         # --- photo through the file input; canvas drawn at device resolution (2×) ---
         page.set_input_files("#file", str(SAMPLE))

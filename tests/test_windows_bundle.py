@@ -8,7 +8,10 @@ folders pointing at an empty folder:
   same greedy decoding under the schema);
 - ``serve``, answered through the ``openai`` client from inside the same namespace;
 - the CPU-variant probe picks a variant (``doctor --json``);
-- ``--check-winpe`` reads the list of system DLLs shipped in the bundle.
+- ``--check-winpe`` reads the list of system DLLs shipped in the bundle;
+- the Vulkan backend (``ggml-vulkan.dll``) through Wine's winevulkan to the host's lavapipe (Wine's
+  Vulkan needs its X11 driver, so that test runs under Xvfb): ``ask`` and ``read-plate`` give the
+  CPU's answers.
 
 Only ``make test-windows`` sets GLMV_WINDOWS_BUNDLE_DIR; without it (``make test``) these skip.
 """
@@ -175,3 +178,36 @@ def test_check_winpe_reads_the_shipped_list(win, tmp_path):
     # the frozen bundle, finds its list and gives a verdict
     assert "system DLLs looked up in" in r.stdout, r.stdout + r.stderr[-2000:]
     assert ("OK       the command line" in r.stdout) or ("MISSING  the command line" in r.stdout)
+
+
+def test_vulkan_through_winevulkan_on_lavapipe_matches_the_cpu(win):
+    """ggml-vulkan.dll imports vulkan-1.dll, which Wine provides (winevulkan, forwarding to the host's
+    loader and its lavapipe). Wine's Vulkan needs its X11 driver: without a display vkCreateInstance
+    fails (VK_ERROR_INITIALIZATION_FAILED), so this runs under Xvfb."""
+    from portable_build.windows import wine
+    from support.xdisplay import xvfb_display
+    run, bundle, _ = win
+    assert (bundle / "_internal" / "llama_cpp" / "lib" / "ggml-vulkan.dll").is_file()
+    assert not list(bundle.rglob("vulkan-1.dll")), "the Vulkan loader is the machine's (the GPU driver's)"
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb is not installed (make system-deps)")
+    photo, demo = wine.winpath(SAMPLE), wine.winpath(bundle / "_internal" / "demo")
+    with xvfb_display() as display:
+        x = {"DISPLAY": display}
+        doc = run(["doctor", "--json", "--device", "vulkan", "--model-dir", demo], extra_env=x)
+        assert doc.returncode == 0, doc.stderr[-3000:]
+        rep = _json(doc.stdout)
+        if not any(v.get("software") for v in rep["vulkan_devices"]):
+            pytest.skip(f"Wine reaches no Vulkan device here: {rep['notes']}")
+        assert rep["device"]["backend"] == "vulkan", rep["device"]
+        out = {}
+        for device in ("cpu", "vulkan"):
+            a = run(["ask", photo, "What is the serial number?", "--greedy", "--max-tokens", "16", "--json",
+                     "--no-cache", "--model-dir", demo, "--device", device], extra_env=x)
+            assert a.returncode == 0, a.stderr[-3000:]
+            assert ("device: Vulkan" if device == "vulkan" else "device: CPU") in a.stderr, a.stderr[-3000:]
+            p = run(["read-plate", photo, "--json", "--no-cache", "--model-dir", demo, "--device", device],
+                    extra_env=x)
+            assert p.returncode == 0, p.stderr[-3000:]
+            out[device] = (_json(a.stdout)["answer"], _json(p.stdout)["fields"])
+    assert out["vulkan"] == out["cpu"] and out["cpu"][0].strip()

@@ -48,6 +48,12 @@ export function renderStatus() {
   $("#st-quant").textContent = s?.model?.quant || t("status.none");
   $("#st-cpu").textContent = s?.hardware?.cpu_variant || t("status.none");
   $("#st-gpu").textContent = s ? (gpus.length ? gpus.map((g) => g.description || g.name).join(", ") : t("status.noGpu")) : t("status.none");
+  // which device reads, with the driver's name; the why (and any fallback) in the tooltip
+  const dev = s?.device, stDev = $("#st-device");
+  stDev.textContent = !dev ? t("status.none") : dev.backend === "cpu" ? "CPU"
+    : `${dev.backend === "cuda" ? "CUDA" : "Vulkan"} · ${dev.device}${dev.driver ? " (" + dev.driver + ")" : ""} · `
+      + t("status.deviceLayers", { n: dev.n_gpu_layers });
+  stDev.title = dev ? [dev.why, ...(dev.notes || [])].join("\n") : "";
   $("#st-tps").textContent = s?.last_decode_tps ? t("status.tpsValue", { tps: s.last_decode_tps }) : t("status.none");
   // a read-only stick: say where the readings and caches go instead
   const data = $("#st-data");

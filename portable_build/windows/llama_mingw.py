@@ -2,8 +2,14 @@
 
 The Windows bundle's ``llama_cpp/lib`` needs the same llama.cpp as the Linux build (the one
 vendored in the llama-cpp-python sdist, every CPU variant, ``GGML_BACKEND_DL``), as DLLs:
-``llama.dll``, ``mtmd.dll``, ``ggml.dll``, ``ggml-base.dll``, ``ggml-cpu-<variant>.dll`` and the
-mingw runtime DLLs they import. The cache entry is keyed by version + CMake flags + recipe
+``llama.dll``, ``mtmd.dll``, ``ggml.dll``, ``ggml-base.dll``, ``ggml-cpu-<variant>.dll``,
+``ggml-vulkan.dll`` and the mingw runtime DLLs they import.
+
+The Vulkan backend is built from the same Debian packages as the Linux one (``libvulkan-dev``'s
+headers, ``spirv-headers``, the host's ``glslc`` compiling the shaders, ``vulkan-shaders-gen``
+built for the host); it links ``vulkan-1.dll``, the loader every Windows GPU driver installs,
+through an import library made here from a ``.def`` of the loader's core functions. Nothing of
+the Vulkan SDK is shipped. The cache entry is keyed by version + CMake flags + recipe
 revision, like ``portable_build/llama_build.py``, whose helpers this module reuses.
 
 Usage::
@@ -26,16 +32,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from portable_build.llama_build import (LLAMA_CPP_PYTHON_VERSION, PORTABLE_CMAKE_ARGS, _log,
-                                        _run_with_progress, cache_root, vendored_source)
+from portable_build.llama_build import (LLAMA_CPP_PYTHON_VERSION, PORTABLE_CMAKE_ARGS, VULKAN_COMPAT_DIR,
+                                        _compat_digest, _log, _run_with_progress, cache_root, shader_features,
+                                        vendored_source, vulkan_preflight, vulkan_wanted)
 from runtime.common.files import atomic_write_text
 
 # Bump when the recipe below changes in a way that changes the produced DLLs.
-RECIPE_REVISION = 1
+RECIPE_REVISION = 2   # 2: the Vulkan backend
 
 TRIPLE = "x86_64-w64-mingw32"
 # The -posix compilers: the win32 thread model has no std::thread/std::mutex, which llama.cpp uses.
-TOOLS = {"cc": f"{TRIPLE}-gcc-posix", "cxx": f"{TRIPLE}-g++-posix",
+TOOLS = {"cc": f"{TRIPLE}-gcc-posix", "cxx": f"{TRIPLE}-g++-posix", "dlltool": f"{TRIPLE}-dlltool",
          "rc": f"{TRIPLE}-windres", "objdump": f"{TRIPLE}-objdump", "strip": f"{TRIPLE}-strip"}
 APT_PACKAGES = "gcc-mingw-w64-x86-64-posix g++-mingw-w64-x86-64-posix binutils-mingw-w64-x86-64"
 COMPAT_HEADER = Path(__file__).with_name("mingw-compat.h")
@@ -58,6 +65,13 @@ REQUIRED_EXPORTS = {"llama.dll": "llama_model_load_from_file", "mtmd.dll": "mtmd
 SYSTEM_DLLS = {"kernel32.dll", "msvcrt.dll", "advapi32.dll", "user32.dll", "ws2_32.dll",
                "shell32.dll", "ole32.dll", "bcrypt.dll", "ntdll.dll", "psapi.dll", "dbghelp.dll",
                "winmm.dll", "ucrtbase.dll", "shlwapi.dll", "oleaut32.dll", "gdi32.dll"}
+# Installed with the machine's GPU driver, never shipped: where it is missing (WinPE), ggml-vulkan.dll
+# does not load and the CPU reads (runtime/llama/vulkan_probe.py says so in one line).
+DRIVER_DLLS = {"vulkan-1.dll"}
+VULKAN_TARGET = "ggml-vulkan"
+# the loader's own exports are Vulkan's core functions: those without an extension's vendor suffix
+_EXT_SUFFIX = re.compile(r"(KHR|EXT|NVX?|AMDX?|INTEL|QCOM|HUAWEI|ARM|GOOGLE|VALVE|FUCHSIA|MVK|NN|GGP|QNX|ANDROID|"
+                         r"LUNARG|IMG|SEC|MSFT|MESA|OHOS)$")
 
 # Dropping MinGW's "lib" prefix gives the names MSVC builds have, which every loader expects:
 # ggml looks for backends as "ggml-<name>-*.dll" on Windows (a libggml-cpu-*.dll is never
@@ -67,10 +81,12 @@ SYSTEM_DLLS = {"kernel32.dll", "msvcrt.dll", "advapi32.dll", "user32.dll", "ws2_
 PROJECT_INCLUDE = 'set(CMAKE_SHARED_LIBRARY_PREFIX "")\nset(CMAKE_SHARED_MODULE_PREFIX "")\n'
 
 
-def build_key(version: str, args: tuple[str, ...] = MINGW_CMAKE_ARGS) -> str:
+def build_key(version: str, args: tuple[str, ...] = MINGW_CMAKE_ARGS, vulkan: bool | None = None) -> str:
+    vulkan = vulkan_wanted() if vulkan is None else vulkan
     blob = json.dumps({"version": version, "cmake": list(args), "recipe": RECIPE_REVISION,
                        "target": TRIPLE, "compat": hashlib.sha256(COMPAT_HEADER.read_bytes()).hexdigest(),
-                       "project_include": PROJECT_INCLUDE}, sort_keys=True)
+                       "project_include": PROJECT_INCLUDE,
+                       **({"vulkan_compat": _compat_digest()} if vulkan else {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -137,6 +153,35 @@ def write_cmake_files(tools: dict[str, str], d: Path) -> tuple[Path, Path]:
     return toolchain, include
 
 
+def stage_vulkan(tools: dict[str, str], d: Path) -> list[str]:
+    """Headers and an import library for the Vulkan backend, staged in the entry; its CMake flags.
+
+    Only the Vulkan, video and SPIR-V header folders are copied (pointing mingw at the host's
+    /usr/include would mix glibc's headers in). ``libvulkan-1.a`` comes from a ``.def`` listing
+    the core functions of the system's vulkan_core.h, which is what the loader DLL exports."""
+    if missing := vulkan_preflight():
+        raise SystemExit("cannot build the Vulkan backend for Windows; missing:\n  - " + "\n  - ".join(missing)
+                         + "\n(make build-deps; or GLMV_VULKAN=0 builds without it)")
+    sdk = d / "vulkan-sdk"
+    inc, lib, cmake_dir = sdk / "include", sdk / "lib", sdk / "cmake"
+    shutil.rmtree(sdk, ignore_errors=True)
+    for sub in ("vulkan", "vk_video", "spirv"):
+        if Path("/usr/include", sub).is_dir():
+            shutil.copytree(Path("/usr/include", sub), inc / sub)
+    lib.mkdir(parents=True)
+    core_h = (inc / "vulkan" / "vulkan_core.h").read_text()
+    names = [n for n in re.findall(r"VKAPI_ATTR \w+\** VKAPI_CALL (vk\w+)\(", core_h) if not _EXT_SUFFIX.search(n)]
+    (lib / "vulkan-1.def").write_text("LIBRARY vulkan-1.dll\nEXPORTS\n" + "".join(f"  {n}\n" for n in names))
+    subprocess.run([tools["dlltool"], "-d", str(lib / "vulkan-1.def"), "-l", str(lib / "libvulkan-1.a"),
+                    "-D", "vulkan-1.dll"], check=True)
+    # ggml-vulkan only asks that SPIR-V's headers be there (it includes spirv.hpp from the folder
+    # above); the Debian package's config would add the host's /usr/include, so a config of our own
+    cmake_dir.mkdir()
+    (cmake_dir / "SPIRV-HeadersConfig.cmake").write_text("set(SPIRV-Headers_FOUND TRUE)\n")
+    return ["-DGGML_VULKAN=ON", f"-DVulkan_INCLUDE_DIR={inc}", f"-DVulkan_LIBRARY={lib / 'libvulkan-1.a'}",
+            f"-DVulkan_GLSLC_EXECUTABLE={shutil.which('glslc')}", f"-DSPIRV-Headers_DIR={cmake_dir}"]
+
+
 def _imports(objdump: str, dll: Path) -> list[str]:
     out = subprocess.run([objdump, "-p", str(dll)], capture_output=True, text=True, check=True).stdout
     return re.findall(r"^\s*DLL Name: (\S+)", out, re.M)
@@ -190,9 +235,16 @@ def build(jobs: int | None = None, version: str = LLAMA_CPP_PYTHON_VERSION) -> P
     toolchain, include = write_cmake_files(tools, d)
     args = list(MINGW_CMAKE_ARGS) + [f"-DCMAKE_TOOLCHAIN_FILE={toolchain}", f"-DCMAKE_PROJECT_INCLUDE={include}"]
     compat = compat_defines(tools)
-    if compat:
-        flags = " ".join([f"-include {COMPAT_HEADER.resolve()}", *(f"-D{x}" for x in compat)])
-        args += [f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
+    vulkan = vulkan_wanted()
+    cflags = [f"-include {COMPAT_HEADER.resolve()}", *(f"-D{x}" for x in compat)] if compat else []
+    # the vulkan.hpp wrapper (VK_EXT_layer_settings on older headers) ahead of the staged headers
+    cxxflags = cflags + ([f"-I{VULKAN_COMPAT_DIR.resolve()}"] if vulkan else [])
+    if cflags:
+        args.append(f"-DCMAKE_C_FLAGS={' '.join(cflags)}")
+    if cxxflags:
+        args.append(f"-DCMAKE_CXX_FLAGS={' '.join(cxxflags)}")
+    if vulkan:
+        args += stage_vulkan(tools, d)
     # kept between runs: the entry is keyed by the flags, so an interrupted build resumes
     build_dir = d / "build"
     env = dict(os.environ)
@@ -206,7 +258,7 @@ def build(jobs: int | None = None, version: str = LLAMA_CPP_PYTHON_VERSION) -> P
     variants = [v for v in (m.group(1).split(";") if m else []) if v.startswith("ggml-cpu-")]
     if not variants:
         raise SystemExit(f"configure gave no ggml-cpu variants (GGML_CPU_ALL_VARIANTS?); see {d / 'configure.log'}")
-    targets = [*BASE_TARGETS, *variants]
+    targets = [*BASE_TARGETS, *variants, *([VULKAN_TARGET] if vulkan else [])]
     _log(f"building {len(targets)} targets with -j{jobs or os.cpu_count() or 2} "
          f"(one-time, 30+ min on 2 cores; log: {d / 'build.log'})")
     _run_with_progress(["cmake", "--build", str(build_dir), "-j", str(jobs or os.cpu_count() or 2),
@@ -231,6 +283,9 @@ def build(jobs: int | None = None, version: str = LLAMA_CPP_PYTHON_VERSION) -> P
         "version": version, "cmake_args": list(MINGW_CMAKE_ARGS), "recipe": RECIPE_REVISION,
         "compiler": f"{TOOLS['cc']} {cc_version}", "compat_header": compat,
         "variants": variants, "runtime_dlls": runtime,
+        **({"vulkan": {"glslc": subprocess.run(["glslc", "--version"], capture_output=True, text=True).stdout.split("\n")[0],
+                       "shader_features": shader_features((d / "configure.log").read_text(errors="replace"))}}
+           if vulkan else {}),
         "dlls": [{"name": p.name, "size": p.stat().st_size} for p in sorted(bin_dir.glob("*.dll"))],
         "build_seconds": seconds, "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }, indent=2))
@@ -248,7 +303,8 @@ def check(bin_dir: Path) -> int:
         marks = []
         for name in _imports(objdump, dll):
             low = name.lower()
-            tag = "" if low in shipped else " (system)" if low in SYSTEM_DLLS or low.startswith("api-ms-win-") else " (MISSING)"
+            tag = ("" if low in shipped else " (system)" if low in SYSTEM_DLLS or low.startswith("api-ms-win-")
+                   else " (the GPU driver's)" if low in DRIVER_DLLS else " (MISSING)")
             if tag == " (MISSING)":
                 problems.append(f"{dll.name} imports {name}, which is neither shipped nor a Windows DLL")
             marks.append(name + tag)

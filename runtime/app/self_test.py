@@ -82,7 +82,7 @@ def run(data_dir: str | None = None) -> int:
         report["backend"] = {"registries": info.registries, "cpu_variant": info.cpu_variant,
                              "cpu_features": sorted(k for k, v in info.cpu_features.items() if v == "1"),
                              "gpus": [d.description or d.name for d in info.gpus],
-                             "device": "GPU" if info.gpus else "CPU", "notes": info.notes}
+                             "notes": info.notes}
         checks["backend_loaded"] = info.cpu_variant is not None
 
         t0 = time.perf_counter()
@@ -90,6 +90,8 @@ def run(data_dir: str | None = None) -> int:
         report["model"] = {"text": text.name, "mmproj": mmproj.name, "bundled": bundled_demo_dir() is not None}
         eng = Engine(text, mmproj, EngineOptions(n_ctx=4096))
         timings["model_load"] = _ms(t0)
+        report["backend"]["device"] = eng.device.backend_label   # CPU | CUDA | Vulkan
+        report["backend"]["device_choice"] = eng.device.summary()
         try:
             t0 = time.perf_counter()
             photo, truth = sample_plate()

@@ -14,7 +14,8 @@ from runtime.llama.cpu_share import CpuShare
 from runtime.llama.memory_policy import MemoryPolicy, choose as choose_memory_policy
 from runtime.engine.generate import Step
 from runtime.engine.images import PreparedImage
-from runtime.llama.pair import LlamaPair
+from runtime.engine.device_choice import DeviceChoice, DeviceRequest, choose as choose_device
+from runtime.llama.pair import LlamaPair, ModelError
 from runtime.engine.model_files import check_pair, manifest_beside, verify_checksums
 from runtime.engine.sampling import SamplingOptions, model_defaults
 from runtime.engine.session import Session
@@ -27,6 +28,7 @@ class EngineOptions:
     n_ctx: int = DEFAULT_CTX
     n_threads: int | None = None
     n_gpu_layers: int = -1          # -1: decide from free VRAM (see hardware.plan_offload)
+    device: str | None = None       # auto | cpu | cuda | vulkan | cuda:N | vulkan:N; None: $GLMV_DEVICE, else auto
     verify: bool = False
     cache_dir: Path | None = None   # answer cache; None disables it
     f32_kv: bool = False            # reference precision (f32 cache, no flash attention): parity tests
@@ -54,20 +56,20 @@ class Engine:
         if self.options.verify:
             verify_checksums(Path(text_path), Path(mmproj_path), self.manifest)
         self.text_path, self.mmproj_path = Path(text_path), Path(mmproj_path)
-        self.n_gpu_layers, self.mmproj_on_gpu = self._offload()
-        if self.options.memory is not None:
-            self.memory_policy, self.memory_why = self.options.memory, "asked for"
-        else:
-            self.memory_policy, self.memory_why = choose_memory_policy(
-                usable_ram(), self.text_info.size + (self.mmproj_info.size if self.mmproj_info else 0),
-                gpu_offload=self.n_gpu_layers > 0)
         # how many threads each reading uses, from the cores this process may use and the load
         self.cpu = CpuShare(physical_cores(), fixed=self.options.n_threads)
         t0 = time.perf_counter()
-        self.pair = LlamaPair(text_path, mmproj_path, n_ctx=self.options.n_ctx, n_threads=self.cpu.cores,
-                              n_gpu_layers=self.n_gpu_layers, mmproj_on_gpu=self.mmproj_on_gpu,
-                              f32_kv=self.options.f32_kv, progress=self.options.progress,
-                              memory=self.memory_policy, vision_flash_attn=self.options.vision_flash_attn)
+        self.device = self._choose_device()
+        try:
+            self.pair = self._load(self.device)
+        except ModelError as e:
+            if self.device.backend == "cpu":
+                raise
+            # a device that cannot hold the model (allocation refused, driver error): the CPU reads
+            # (the faces say it: the CLI's device line, the server's status, doctor)
+            self.device = self.device.as_cpu(f"{self.device.backend_label} {self.device.name} could not load "
+                                             f"the model ({e}); using the CPU")
+            self.pair = self._load(self.device)
         self.load_ms = 1000 * (time.perf_counter() - t0)
         self.template = self.text_info.get("tokenizer.chat_template") or ""
         # the model authors' sampling settings (general.sampling.*); greedy for a file without them
@@ -83,18 +85,27 @@ class Engine:
         self.kv: list = []          # what the KV cache holds, item by item (see session.py)
         self.kv_owner: Session | None = None
 
-    def _offload(self) -> tuple[int, bool]:
+    def _choose_device(self) -> DeviceChoice:
         from runtime.llama.backends import ensure_loaded, import_llama_cpp
-        from runtime.engine.hardware import plan_offload
         import_llama_cpp()
-        gpus = ensure_loaded().gpus
-        if self.options.n_gpu_layers >= 0:
-            return self.options.n_gpu_layers, bool(gpus) and self.options.n_gpu_layers > 0
-        if not gpus:
-            return 0, False
-        best = max(gpus, key=lambda d: d.memory_free)
-        return plan_offload(self.text_info.size, int(self.text_info.get("glm4.block_count") or 40),
-                            self.mmproj_info.size, best.memory_free)
+        return choose_device(DeviceRequest.from_env(self.options.device), ensure_loaded(),
+                             text_bytes=self.text_info.size, n_layers=int(self.text_info.get("glm4.block_count") or 40),
+                             mmproj_bytes=self.mmproj_info.size, usable_ram=usable_ram(),
+                             n_gpu_layers=self.options.n_gpu_layers)
+
+    def _load(self, choice: DeviceChoice) -> LlamaPair:
+        self.n_gpu_layers, self.mmproj_on_gpu = choice.n_gpu_layers, choice.mmproj_on_gpu
+        if self.options.memory is not None:
+            self.memory_policy, self.memory_why = self.options.memory, "asked for"
+        else:
+            self.memory_policy, self.memory_why = choose_memory_policy(
+                usable_ram(), self.text_info.size + (self.mmproj_info.size if self.mmproj_info else 0),
+                gpu_offload=self.n_gpu_layers > 0, shares_ram=choice.uma)
+        return LlamaPair(self.text_path, self.mmproj_path, n_ctx=self.options.n_ctx, n_threads=self.cpu.cores,
+                         n_gpu_layers=self.n_gpu_layers, mmproj_on_gpu=self.mmproj_on_gpu,
+                         f32_kv=self.options.f32_kv, progress=self.options.progress, memory=self.memory_policy,
+                         vision_flash_attn=self.options.vision_flash_attn,
+                         device=choice.device.handle if choice.device else 0)
 
     def session(self, image: PreparedImage | None, *, enable_thinking: bool = False) -> Session:
         return Session(self, image, enable_thinking=enable_thinking)

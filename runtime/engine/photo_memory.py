@@ -265,7 +265,12 @@ def for_engine(engine) -> PhotoMemory | None:
     # Not the thread count (logits measured bitwise equal at 1 and 2 threads, stored at one and
     # reopened at the other) nor n_ctx (the cells hold the same values; a prompt too long for the
     # context is refused before any lookup).
+    # the device computes with its own kernels: a reading stored on Vulkan is not reopened on the CPU
+    dev = getattr(engine, "device", None)
+    device = [dev.backend, dev.name, dev.driver] if dev is not None else ["cpu"]
     vision = [engine.model_id[3:], build, engine.mmproj_on_gpu, getattr(pair, "vision_signature", None)]
+    if device != ["cpu", "CPU", ""]:   # the CPU's key as before: photo memories already stored stay valid
+        vision.append(device)
     kv = [engine.model_id, build, engine.n_gpu_layers, getattr(pair, "state_signature", None), pair.n_batch,
           repr(getattr(engine, "memory_policy", None)), vision]
     return PhotoMemory(Path(folder), limit, kv_identity=kv, vision_identity=vision)

@@ -21,9 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+from runtime.llama import vulkan_probe
+from runtime.llama.vulkan_probe import ProbeResult, VulkanDevice
+
 _lock = threading.Lock()
 _info: "BackendInfo | None" = None
 _chosen_variant: str | None = None
+_vulkan: "tuple[ProbeResult, list[int]] | None" = None   # the probe and the physical devices ggml sees
 NOTES: list[str] = []   # one line per backend that is shipped but cannot run here (printed once)
 
 # The ggml library that libllama links, per platform (first existing wins).
@@ -74,16 +78,33 @@ class BackendError(RuntimeError):
 
 @dataclass
 class Device:
-    name: str
+    name: str             # ggml's name: CPU, CUDA0, Vulkan0 …
     description: str
-    kind: str
+    kind: str             # cpu | gpu | igpu | accel (ggml's device type)
     memory_free: int
     memory_total: int
+    backend: str = ""     # the ggml registry it belongs to: CPU, CUDA, Vulkan
+    handle: int = 0       # the ggml_backend_dev_t, for llama's and mtmd's device parameters
+    vulkan: "VulkanDevice | None" = None   # what the Vulkan loader says of it (type, driver)
+
+    @property
+    def software(self) -> bool:
+        """A Vulkan device that computes on the CPU (llvmpipe/lavapipe, SwiftShader)."""
+        return bool(self.vulkan and self.vulkan.software)
+
+    @property
+    def shares_ram(self) -> bool:
+        """Its memory is system RAM: an integrated GPU, or a software one."""
+        return self.kind == "igpu" or self.software or bool(self.vulkan and self.vulkan.type == "integrated")
 
     def summary(self) -> dict:
         """What `glmv doctor` and the server's status say about a device."""
-        return {"name": self.name, "description": self.description, "memory_free_mib": self.memory_free // 2**20,
-                "memory_total_mib": self.memory_total // 2**20}
+        out = {"name": self.name, "description": self.description, "memory_free_mib": self.memory_free // 2**20,
+               "memory_total_mib": self.memory_total // 2**20, "backend": self.backend}
+        if self.vulkan:
+            out.update(vulkan_index=self.vulkan.index, type=self.vulkan.type, driver=self.vulkan.driver,
+                       driver_info=self.vulkan.driver_info, software=self.software)
+        return out
 
 
 @dataclass
@@ -95,9 +116,12 @@ class BackendInfo:
     cpu_features: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    vulkan_probe: "ProbeResult | None" = None   # the Vulkan loader's devices (None: not looked)
+
     @property
     def gpus(self) -> list[Device]:
-        return [d for d in self.devices if d.kind in ("gpu", "igpu")]
+        """The hardware GPUs (a software Vulkan device is not one)."""
+        return [d for d in self.devices if d.kind in ("gpu", "igpu") and not d.software]
 
 
 def import_llama_cpp():
@@ -148,6 +172,7 @@ def _ggml(d: Path) -> SimpleNamespace:
         ("ggml_backend_dev_description", c.c_char_p, [c.c_void_p]),
         ("ggml_backend_dev_type", c.c_int, [c.c_void_p]),
         ("ggml_backend_dev_memory", None, [c.c_void_p, c.POINTER(c.c_size_t), c.POINTER(c.c_size_t)]),
+        ("ggml_backend_dev_backend_reg", c.c_void_p, [c.c_void_p]),
     ):
         f = next((getattr(lib, fn) for lib in libs if hasattr(lib, fn)), None)
         if f is None:
@@ -267,12 +292,36 @@ def _load_backends(lib: ctypes.CDLL, d: Path) -> None:
     if not _load_backend(lib, chosen[0]):
         raise BackendError(f"could not load {chosen[0].name}")
     _chosen_variant = variant_name(chosen[0])
+    if os.environ.get("GLMV_DEVICE", "").strip().lower() == "cpu":
+        return   # asked for the CPU: no GPU driver is even started
     for p in sorted(d.glob(OTHER_BACKEND_GLOB)):
         stem = p.name.removeprefix("lib")
-        if not stem.startswith(NOT_BACKENDS) and not p.is_symlink() and not _load_backend(lib, p):
+        if stem.startswith(NOT_BACKENDS) or p.is_symlink():
+            continue
+        if stem.startswith("ggml-vulkan") and not _prepare_vulkan():
+            continue
+        if not _load_backend(lib, p):
             # a GPU backend without its driver (no libcuda / libvulkan) fails to load: the CPU does the work
             NOTES.append(f"glmv: {variant_label(p)} backend present but not usable here ({_dlopen_error(p)}); "
                          "using the CPU")
+
+
+def _prepare_vulkan() -> bool:
+    """Probe the Vulkan devices in a child (a crashing driver costs a note, not the program) and
+    tell ggml which ones to open; False (with a note) when there is nothing to load it for."""
+    global _vulkan
+    found = vulkan_probe.probe()
+    try:
+        visible = vulkan_probe.visible_devices(found, os.environ)
+    except ValueError as e:
+        NOTES.append(f"glmv: Vulkan: {e}; using the CPU")
+        return False
+    _vulkan = (found, visible)
+    if not visible:
+        NOTES.append(f"glmv: Vulkan: {vulkan_probe.why_none(found)}; using the CPU")
+        return False
+    os.environ["GGML_VK_VISIBLE_DEVICES"] = os.environ[vulkan_probe.OURS_MARKER] = ",".join(map(str, visible))
+    return True
 
 
 def variant_label(p: Path) -> str:
@@ -320,18 +369,26 @@ def ensure_loaded() -> BackendInfo:
                             if "failed to initialize" in m and name.lower() in m.lower()), "no device found")
                 NOTES.append(f"glmv: {name} backend present but not usable here ({why}); using the CPU")
         devices = []
+        probe, visible = _vulkan or (None, [])
+        by_index = {v.index: v for v in probe.devices} if probe else {}
+        n_vulkan = 0
         for i in range(lib.ggml_backend_dev_count()):
             dev = lib.ggml_backend_dev_get(i)
             free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
             lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+            backend = (lib.ggml_backend_reg_name(lib.ggml_backend_dev_backend_reg(dev)) or b"").decode()
+            vk = None
+            if backend == "Vulkan":   # ggml's Vulkan<n> is the n-th of the devices it was told to open
+                vk = by_index.get(visible[n_vulkan]) if n_vulkan < len(visible) else None
+                n_vulkan += 1
             devices.append(Device((lib.ggml_backend_dev_name(dev) or b"").decode(),
                                   (lib.ggml_backend_dev_description(dev) or b"").decode(),
                                   DEVICE_TYPES.get(lib.ggml_backend_dev_type(dev), "other"),
-                                  free.value, total.value))
+                                  free.value, total.value, backend, int(dev or 0), vk))
         for note in NOTES:
             print(note, file=sys.stderr, flush=True)
         if not any(dv.kind == "cpu" for dv in devices):
             raise BackendError(f"no CPU backend could be loaded from {d}: the llama.cpp build is missing its "
                                "libggml-cpu-*.so variant libraries (rebuild with `make setup`)")
-        _info = BackendInfo(d, regs, devices, _chosen_variant or _loaded_cpu_variant(), feats, list(NOTES))
+        _info = BackendInfo(d, regs, devices, _chosen_variant or _loaded_cpu_variant(), feats, list(NOTES), probe)
         return _info

@@ -55,12 +55,15 @@ TIERS: tuple[tuple[float, float, str], ...] = (
 )
 
 
-def choose(ram_total: int, model_bytes: int, *, gpu_offload: bool = False) -> tuple[MemoryPolicy, str]:
-    """(policy, why) for a machine with ``ram_total`` bytes running a model of ``model_bytes``."""
+def choose(ram_total: int, model_bytes: int, *, gpu_offload: bool = False,
+           shares_ram: bool = False) -> tuple[MemoryPolicy, str]:
+    """(policy, why) for a machine with ``ram_total`` bytes running a model of ``model_bytes``.
+    ``shares_ram``: the GPU's memory is system RAM (integrated or software), so the weights it holds
+    take RAM like the CPU's copy would, and the file's pages must not sit beside them."""
     forced = os.environ.get("GLMV_MEMORY_POLICY")
     if forced:
         return parse(forced), "GLMV_MEMORY_POLICY"
-    if gpu_offload:
+    if gpu_offload and not shares_ram:
         # weights on the GPU: host RAM only stages them, so mapping costs nothing extra
         return POLICIES["roomy"], "the model runs on the GPU"
     for factor, fixed, name in TIERS:

@@ -102,6 +102,17 @@ def vision_flash_attn_setting(value: str | None = None) -> str:
     return v
 
 
+def _reason() -> str:
+    """llama.cpp's own last word on a failed load (": unable to allocate Vulkan0 buffer"), or ""."""
+    from runtime.llama.backends import LOG_TAIL
+    tail = list(LOG_TAIL)[-40:]
+    for marker in ("error loading model: ", "failed to allocate ", "failed to initialize "):
+        line = next((ln for ln in reversed(tail) if marker in ln), None)
+        if line is not None:
+            return ": " + (line.split(marker, 1)[1] if marker.startswith("error") else line.split(": ", 1)[-1]).strip()
+    return ""
+
+
 class LlamaPair:
     """llama_model + llama_context + mtmd_context for one GGUF pair."""
 
@@ -109,7 +120,7 @@ class LlamaPair:
                  n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
                  mmproj_on_gpu: bool = False, f32_kv: bool = False, image_max_tokens: int | None = None,
                  image_min_tokens: int | None = None, progress=None, memory=None,
-                 vision_flash_attn: str | None = None):
+                 vision_flash_attn: str | None = None, device: int = 0):
         self.ll = import_llama_cpp()
         from llama_cpp import mtmd_cpp
         self.mtmd = mtmd_cpp
@@ -118,6 +129,13 @@ class LlamaPair:
         threads = n_threads or max(1, os.cpu_count() or 1)
         mp = ll.llama_model_default_params()
         mp.n_gpu_layers = n_gpu_layers
+        # Always an explicit device list (``device``: a ggml_backend_dev_t from runtime.engine.
+        # device_choice; 0: none, the CPU alone). Left NULL, llama.cpp would take every GPU ggml
+        # sees (a software Vulkan device too, and one GPU twice through CUDA and Vulkan) and could
+        # hand large CPU-side batches to one of them even with no layer offloaded.
+        self._devices = (ctypes.c_void_p * 2)(device or None, None)
+        mp.devices = ctypes.cast(self._devices, ctypes.c_void_p)
+        self.device = device
         if memory is not None:   # a runtime.llama.memory_policy.MemoryPolicy: how the weights sit in RAM
             from runtime.llama.memory_policy import LOAD_MODES
             mp.load_mode = LOAD_MODES[memory.load]
@@ -135,7 +153,7 @@ class LlamaPair:
             mp.progress_callback = self._progress_cb
         self.model = ll.llama_model_load_from_file(str(text_path).encode(), mp)
         if not self.model:
-            raise ModelError(f"llama.cpp could not load the text model {text_path}")
+            raise ModelError(f"llama.cpp could not load the text model {text_path}{_reason()}")
         self.vocab = ll.llama_model_get_vocab(self.model)
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.n_embd = ll.llama_model_n_embd(self.model)
@@ -173,7 +191,8 @@ class LlamaPair:
         self.n_batch = max(1, min(n_batch, ll.llama_n_batch(self.ctx), ll.llama_n_ubatch(self.ctx)))
         if mmproj_path is not None:
             mp2 = mtmd_cpp.mtmd_context_params_default()
-            mp2.use_gpu = mmproj_on_gpu
+            mp2.use_gpu = bool(mmproj_on_gpu and device)
+            mp2.device = device or None   # the same device as the text model, never mtmd's own pick
             mp2.n_threads = threads
             mp2.flash_attn_type = VISION_FLASH_ATTN[vision_flash_attn_setting(vision_flash_attn)]
             mp2.print_timings = False
@@ -188,7 +207,7 @@ class LlamaPair:
             self.vision_signature = {f: getattr(mp2, f, None) for f in _VISION_FIELDS}
             if not self.mctx:
                 self.close()
-                raise ModelError(f"llama.cpp could not load the projector {mmproj_path}")
+                raise ModelError(f"llama.cpp could not load the projector {mmproj_path}{_reason()}")
         self._batch = ll.llama_batch_init(n_batch, 0, 1)
 
     # --- prompts ------------------------------------------------------------------------------

@@ -19,12 +19,21 @@ def _err(msg: str) -> None:
 def _engine(a, text: Path, mmproj: Path, progress=None):
     """The engine for ``a``'s settings; ``progress`` receives load progress (the server's /api/status)."""
     from runtime.engine.engine import Engine, EngineOptions
+    from runtime.engine.device_choice import DeviceRequest
     from runtime.common.paths import data_dir
+    try:   # GLMV_DEVICE is checked here (--device by the parser): a usage error, not a failed load
+        DeviceRequest.from_env(getattr(a, "device", None))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     cache = None if a.no_cache else data_dir(a.data_dir) / "answer-cache"
     eng = Engine(text, mmproj, EngineOptions(n_ctx=a.ctx, n_threads=a.threads, verify=a.verify, cache_dir=cache,
-                                             progress=progress,
+                                             progress=progress, device=getattr(a, "device", None),
+                                             n_gpu_layers=getattr(a, "gpu_layers", -1),
                                              jump_forward=False if getattr(a, "jump_forward", True) is False else None))
-    # the load line: which memory policy is in force, and why (stderr: stdout stays the answer)
+    # the load lines: which device and memory policy are in force, and why (stderr: stdout stays the answer)
+    for note in eng.device.notes:
+        print(f"glmv: {note}", file=sys.stderr)
+    print(f"glmv: device: {eng.device.label()} — {eng.device.why}", file=sys.stderr)
     print(f"glmv: {text.name}: memory {eng.memory_policy.describe()} — {eng.memory_why}; loaded in "
           f"{eng.load_ms / 1000:.1f} s", file=sys.stderr)
     return eng

@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == [PROBE_FLAG]:
         from convert.synthetic.probe_models import run_probe
         return run_probe()
+    from runtime.llama.vulkan_probe import PROBE_FLAG as VULKAN_PROBE_FLAG
+    if argv[:1] == [VULKAN_PROBE_FLAG]:
+        from runtime.llama.vulkan_probe import run_child
+        return run_child()
     if len(argv) == 2 and argv[0] == WINDOW_FLAG:
         return run_window(argv[1])
     if not argv:  # a double-click: the server and its window (or the browser)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
-from runtime.app.cli.common import EXIT_INPUT, EXIT_OK
+from runtime.app.cli.common import EXIT_INPUT, EXIT_OK, UsageError
 from runtime.engine.model_locator import find_model_files
 
 
@@ -95,6 +96,20 @@ def cmd_models(a) -> int:
     return EXIT_INPUT if any("error" in f for f in found) else EXIT_OK
 
 
+def _device_for(a, info, text: Path, mmproj: Path):
+    """The device a model would run on here (the engine's own choice, without loading it)."""
+    from runtime.engine.device_choice import DeviceRequest, choose
+    from runtime.engine.hardware import usable_ram
+    from runtime.engine.model_files import check_pair
+    t, _ = check_pair(text, mmproj)
+    try:
+        request = DeviceRequest.from_env(getattr(a, "device", None))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return choose(request, info, text_bytes=text.stat().st_size, n_layers=int(t.get("glm4.block_count") or 40),
+                  mmproj_bytes=mmproj.stat().st_size, usable_ram=usable_ram())
+
+
 def cmd_doctor(a) -> int:
     from runtime.engine import hardware
     from runtime.llama.backends import ensure_loaded, import_llama_cpp
@@ -105,23 +120,32 @@ def cmd_doctor(a) -> int:
     gpus = [d.summary() for d in info.gpus]
     from runtime.llama.memory_policy import choose as choose_memory_policy
     on_gpu = bool(info.gpus)
-    quant, quant_why = hardware.quant_advice(max(d.memory_free for d in info.gpus) if on_gpu
+    from runtime.engine.device_choice import device_budget
+    # an integrated GPU's "free memory" is the RAM: its budget, not the driver's figure
+    quant, quant_why = hardware.quant_advice(max(device_budget(d, hardware.usable_ram()) for d in info.gpus) if on_gpu
                                              else hardware.usable_ram(), gpu=on_gpu, cpu_features=info.cpu_features)
-    models = []
+    models, device = [], None
     for d in model_dirs(getattr(a, "model_dir", None), data_dir(a.data_dir)):
         try:
             text, mmproj = find_model_files(d)
+            choice = _device_for(a, info, text, mmproj)
+            device = device or choice
             policy, why = choose_memory_policy(hardware.usable_ram(), text.stat().st_size + mmproj.stat().st_size,
-                                               gpu_offload=on_gpu)
+                                               gpu_offload=choice.n_gpu_layers > 0, shares_ram=choice.uma)
             models.append({"folder": str(d), "text": text.name, "mmproj": mmproj.name,
-                           "memory_policy": policy.describe(), "memory_policy_why": why})
+                           "memory_policy": policy.describe(), "memory_policy_why": why,
+                           "device": choice.summary()})
+        except UsageError:
+            raise
         except Exception:
             continue
+    vulkan = [d.summary() for d in info.devices if d.backend == "Vulkan"]
     report = {"cpu": hardware.cpu_name(), "cores_physical": hardware.physical_cores(),
               "cores_logical": os.cpu_count(), "cpu_variant": info.cpu_variant,
               "cpu_features": [k for k, v in info.cpu_features.items() if v == "1"],
               "ram_total_mib": mem.total // 2**20, "ram_available_mib": mem.available // 2**20,
               "gpus": gpus, "backends": info.registries, "llama_cpp_lib": str(info.lib_dir),
+              "vulkan_devices": vulkan, "device": device.summary() if device else None, "notes": info.notes,
               "ram_usable_mib": hardware.usable_ram() // 2**20,
               "models": models, "recommended_quant": quant, "recommended_quant_why": quant_why,
               "data_dir": str(data_dir(a.data_dir))}
@@ -132,8 +156,17 @@ def cmd_doctor(a) -> int:
     print(f"llama.cpp    : CPU variant {report['cpu_variant']}  [{' '.join(report['cpu_features'])}]")
     print(f"RAM          : {report['ram_available_mib'] / 1024:.1f} GiB free of {report['ram_total_mib'] / 1024:.1f} GiB")
     for g in gpus or [None]:
-        print("GPU          : " + (f"{g['name']} {g['description']} — {g['memory_free_mib']} / {g['memory_total_mib']} MiB free"
-                                    if g else "none (the CPU is used)"))
+        print("GPU          : " + (f"{g['name']} {g['description']}{' (' + g['driver'] + ')' if g.get('driver') else ''}"
+                                    f" — {g['memory_free_mib']} / {g['memory_total_mib']} MiB free" if g else "none"))
+    for v in (v for v in vulkan if v.get("software")):
+        print(f"Vulkan       : {v['name']} = device {v['vulkan_index']}: {v['description']} ({v['driver']}) — "
+              "software, computes on the CPU: used only with --device vulkan")
+    for note in info.notes:
+        print(f"note         : {note.removeprefix('glmv: ')}")
+    if device is not None:
+        print(f"device       : {device.label()} — {device.why}")
+        for note in device.notes:
+            print(f"               {note}")
     for m in models or [None]:
         print("model        : " + (f"{m['text']} + {m['mmproj']} in {m['folder']}" if m else
                                     "none found (convert GLM-4.6V-Flash with `glmv convert`, put the pair in models/)"))

@@ -20,6 +20,27 @@ def _port(text: str) -> int:
     return v
 
 
+def _device(text: str) -> str:
+    from runtime.engine.device_choice import DeviceRequest
+    try:
+        DeviceRequest.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _device_arg(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--device", type=_device, default=None,
+                   help="where the model runs: auto (default: a CUDA GPU, else a Vulkan GPU, else the CPU), cpu, "
+                        "cuda, vulkan (a software Vulkan device such as llvmpipe only when asked this way), or "
+                        "cuda:N / vulkan:N as `glmv doctor` lists them; also GLMV_DEVICE")
+
+
+def _gpu_layers_arg(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--gpu-layers", type=int, default=-1, metavar="N",
+                   help="layers on the GPU (default: as many as its free memory holds; 0: none)")
+
+
 def _pixel_budget_arg(q: argparse.ArgumentParser) -> None:
     q.add_argument("--pixel-budget", type=int, default=None,
                    help="max pixels sent to the vision tower (default: the model's manifest, else 802816 ≈ "
@@ -30,6 +51,8 @@ def _engine_args(q: argparse.ArgumentParser) -> None:
     """What loading the model and preparing the photo take (every command that runs the model)."""
     q.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default 8192)")
     q.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    _device_arg(q)
+    _gpu_layers_arg(q)
     _pixel_budget_arg(q)
     q.add_argument("--no-cache", action="store_true", help="do not reuse or store cached answers")
     q.add_argument("--verify", action="store_true", help="check sha256 against manifest.json first")
@@ -150,6 +173,7 @@ def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
     sv.add_argument("--ctx", type=int, default=8192, help="context size in tokens (default 8192)")
     sv.add_argument("--max-tokens", type=int, default=1024, help="answer length limit for the UI (default 1024)")
     sv.add_argument("--threads", type=int, help="CPU threads (default: physical cores)")
+    _device_arg(sv)
     sv.add_argument("--no-cache", action="store_true", help="do not reuse or store cached answers")
     sv.add_argument("--verify", action="store_true", help="check sha256 against manifest.json first")
     _pixel_budget_arg(sv)
@@ -168,6 +192,7 @@ def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="CPU, chosen llama.cpp CPU variant, RAM, GPUs, models, recommended quant")
     d.add_argument("--model-dir")
     d.add_argument("--data-dir")
+    _device_arg(d)
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_doctor)
     return ap

@@ -239,6 +239,7 @@ class ModelHost:
     def status(self) -> dict:
         return {"state": self.state, "progress": round(self.progress, 3), "message": self.message,
                 "model": self.model, "hardware": self.hardware, "data_dir": str(self.data_dir),
+                "device": self.engine.device.summary() if self.engine is not None else None,
                 "data_dir_note": read_only_note(Path(self.data_dir)),
                 "last_decode_tps": self.last_decode_tps, "busy": self.gate.busy,
                 "queued": max(0, self.gate.pending - (1 if self.gate.busy else 0)), **self.counters}
