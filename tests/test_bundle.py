@@ -335,7 +335,11 @@ def _frozen(bundle: Path, tmp_path: Path, *args: str) -> subprocess.CompletedPro
 
 def test_ask_and_read_plate_through_vulkan_on_lavapipe_match_the_cpu(bundle, tmp_path):
     """The frozen bundle reads through its Vulkan backend on Mesa's software device (asked for:
-    auto never picks it) and gives the demo model's answers exactly as on the CPU."""
+    auto never picks it), as a user runs it (f16 arithmetic), and gives the demo model's answer as
+    on the CPU; its nameplate reading may differ in as many fields as the self-test allows between
+    CPU variants (the demo model's near-tied guesses: measured, the serial number's and the power
+    factor's digits, the same two the Nehalem variant tips)."""
+    from runtime.app.self_test import REFERENCE_TOLERANCE
     libs = {p.name for p in (bundle / "_internal" / "llama_cpp" / "lib").iterdir()}
     assert "libggml-vulkan.so" in libs, sorted(libs)
     assert not any(n.startswith("libvulkan.so") for n in (p.name for p in (bundle / "_internal").rglob("*"))), \
@@ -356,4 +360,8 @@ def test_ask_and_read_plate_through_vulkan_on_lavapipe_match_the_cpu(bundle, tmp
         p = _frozen(bundle, tmp_path, "read-plate", str(sample), "--json", "--no-cache", "--device", device)
         assert p.returncode == 0, p.stderr[-2000:]
         out[device] = (json.loads(a.stdout)["answer"], json.loads(p.stdout)["fields"])
-    assert out["vulkan"] == out["cpu"] and out["cpu"][0].strip()
+    assert out["vulkan"][0] == out["cpu"][0] and out["cpu"][0].strip()
+    cpu, vk = out["cpu"][1], out["vulkan"][1]
+    differ = sorted(k for k in {*cpu, *vk} if cpu.get(k) != vk.get(k))
+    print(f"read-plate through Vulkan differs from the CPU in {differ or 'no field'}")
+    assert len(differ) <= REFERENCE_TOLERANCE, (differ, cpu, vk)

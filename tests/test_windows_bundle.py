@@ -10,8 +10,8 @@ folders pointing at an empty folder:
 - the CPU-variant probe picks a variant (``doctor --json``);
 - ``--check-winpe`` reads the list of system DLLs shipped in the bundle;
 - the Vulkan backend (``ggml-vulkan.dll``) through Wine's winevulkan to the host's lavapipe (Wine's
-  Vulkan needs its X11 driver, so that test runs under Xvfb): ``ask`` and ``read-plate`` give the
-  CPU's answers.
+  Vulkan needs its X11 driver, so that test runs under Xvfb): ``ask`` gives the CPU's answer and
+  ``read-plate`` its reading within the self-test's tolerance.
 
 Only ``make test-windows`` sets GLMV_WINDOWS_BUNDLE_DIR; without it (``make test``) these skip.
 """
@@ -210,4 +210,10 @@ def test_vulkan_through_winevulkan_on_lavapipe_matches_the_cpu(win):
                     extra_env=x)
             assert p.returncode == 0, p.stderr[-3000:]
             out[device] = (_json(a.stdout)["answer"], _json(p.stdout)["fields"])
-    assert out["vulkan"] == out["cpu"] and out["cpu"][0].strip()
+    # the same tolerance as the Linux bundle's lavapipe test (tests/test_bundle.py): near-tied fields
+    from runtime.app.self_test import REFERENCE_TOLERANCE
+    assert out["vulkan"][0] == out["cpu"][0] and out["cpu"][0].strip()
+    cpu, vk = out["cpu"][1], out["vulkan"][1]
+    differ = sorted(k for k in {*cpu, *vk} if cpu.get(k) != vk.get(k))
+    print(f"read-plate through Vulkan (Wine) differs from the CPU in {differ or 'no field'}")
+    assert len(differ) <= REFERENCE_TOLERANCE, (differ, cpu, vk)
