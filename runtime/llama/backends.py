@@ -310,18 +310,11 @@ def _prepare_vulkan() -> bool:
     """Probe the Vulkan devices in a child (a crashing driver costs a note, not the program) and
     tell ggml which ones to open; False (with a note) when there is nothing to load it for."""
     global _vulkan
-    found = vulkan_probe.probe()
-    try:
-        visible = vulkan_probe.visible_devices(found, os.environ)
-    except ValueError as e:
-        NOTES.append(f"glmv: Vulkan: {e}; using the CPU")
-        return False
+    found, visible, why = vulkan_probe.prepare(os.environ)
     _vulkan = (found, visible)
-    if not visible:
-        NOTES.append(f"glmv: Vulkan: {vulkan_probe.why_none(found)}; using the CPU")
-        return False
-    os.environ["GGML_VK_VISIBLE_DEVICES"] = os.environ[vulkan_probe.OURS_MARKER] = ",".join(map(str, visible))
-    return True
+    if why:
+        NOTES.append(f"glmv: Vulkan: {why}; using the CPU")
+    return bool(visible)
 
 
 def variant_label(p: Path) -> str:
@@ -370,7 +363,6 @@ def ensure_loaded() -> BackendInfo:
                 NOTES.append(f"glmv: {name} backend present but not usable here ({why}); using the CPU")
         devices = []
         probe, visible = _vulkan or (None, [])
-        by_index = {v.index: v for v in probe.devices} if probe else {}
         n_vulkan = 0
         for i in range(lib.ggml_backend_dev_count()):
             dev = lib.ggml_backend_dev_get(i)
@@ -378,8 +370,8 @@ def ensure_loaded() -> BackendInfo:
             lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
             backend = (lib.ggml_backend_reg_name(lib.ggml_backend_dev_backend_reg(dev)) or b"").decode()
             vk = None
-            if backend == "Vulkan":   # ggml's Vulkan<n> is the n-th of the devices it was told to open
-                vk = by_index.get(visible[n_vulkan]) if n_vulkan < len(visible) else None
+            if backend == "Vulkan":
+                vk = vulkan_probe.match(probe, visible, n_vulkan, (lib.ggml_backend_dev_description(dev) or b"").decode())
                 n_vulkan += 1
             devices.append(Device((lib.ggml_backend_dev_name(dev) or b"").decode(),
                                   (lib.ggml_backend_dev_description(dev) or b"").decode(),

@@ -85,6 +85,40 @@ def visible_devices(found: ProbeResult, env) -> list[int]:
     return [d.index for d in found.devices if d.usable]
 
 
+def prepare(env) -> tuple[ProbeResult, list[int], str]:
+    """Probe, then tell ggml which devices to open (``GGML_VK_VISIBLE_DEVICES`` in ``env``):
+    (what was found, the devices opened, why none — "" when some)."""
+    found = probe()
+    try:
+        visible = visible_devices(found, env)
+    except ValueError as e:
+        return found, [], str(e)
+    if not visible:
+        return found, [], why_none(found)
+    value = ",".join(map(str, visible))
+    env["GGML_VK_VISIBLE_DEVICES"] = env[OURS_MARKER] = value
+    if sys.platform == "win32":
+        # the mingw-built ggml reads msvcrt's copy of the environment, taken when llama_cpp loaded
+        # it (before this point); Python's os.environ updates the UCRT's and the process's only
+        try:
+            ctypes.cdll.msvcrt._putenv(f"GGML_VK_VISIBLE_DEVICES={value}".encode())
+        except (OSError, AttributeError):
+            pass
+    return found, visible, ""
+
+
+def match(found: ProbeResult | None, visible: list[int], n: int, description: str) -> VulkanDevice | None:
+    """The probe's device behind ggml's Vulkan<n>: the n-th device it was told to open, checked by
+    name (a ggml that chose its own devices, e.g. not seeing the variable, is matched by name)."""
+    if found is None:
+        return None
+    by_index = {v.index: v for v in found.devices}
+    vk = by_index.get(visible[n]) if n < len(visible) else None
+    if vk is None or vk.name != description:
+        vk = next((v for v in found.devices if v.name == description), None)
+    return vk
+
+
 def why_none(found: ProbeResult) -> str:
     """Why there is no Vulkan device to open (for the one-line note)."""
     if found.error:
