@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 from portable_build.llama_build import (LLAMA_CPP_PYTHON_VERSION, PORTABLE_CMAKE_ARGS, VULKAN_COMPAT_DIR,
-                                        _compat_digest, _log, _run_with_progress, cache_root, shader_features,
+                                        _compat_digest, _glslc_version, _log, _run_with_progress, cache_root,
+                                        shader_features,
                                         vendored_source, vulkan_preflight, vulkan_wanted)
 from runtime.common.files import atomic_write_text
 
@@ -283,7 +284,7 @@ def build(jobs: int | None = None, version: str = LLAMA_CPP_PYTHON_VERSION) -> P
         "version": version, "cmake_args": list(MINGW_CMAKE_ARGS), "recipe": RECIPE_REVISION,
         "compiler": f"{TOOLS['cc']} {cc_version}", "compat_header": compat,
         "variants": variants, "runtime_dlls": runtime,
-        **({"vulkan": {"glslc": subprocess.run(["glslc", "--version"], capture_output=True, text=True).stdout.split("\n")[0],
+        **({"vulkan": {"glslc": _glslc_version(),
                        "shader_features": shader_features((d / "configure.log").read_text(errors="replace"))}}
            if vulkan else {}),
         "dlls": [{"name": p.name, "size": p.stat().st_size} for p in sorted(bin_dir.glob("*.dll"))],

@@ -132,8 +132,8 @@ def choose(request: DeviceRequest, info: BackendInfo, *, text_bytes: int, n_laye
             layers, mm = n_gpu_layers, True
             why += f"; {layers} layers as asked"
         else:
-            layers, mm = plan_offload(text_bytes, n_layers, mmproj_bytes, device_budget(dev, usable_ram))
             budget = device_budget(dev, usable_ram)
+            layers, mm = plan_offload(text_bytes, n_layers, mmproj_bytes, budget)
             where = "shared with the system" if dev.shares_ram else "free"
             why += f"; {budget / GiB:.1f} GiB {where} → {layers} of {n_layers + 1} layers"
         if layers <= 0:
@@ -159,8 +159,7 @@ def choose(request: DeviceRequest, info: BackendInfo, *, text_bytes: int, n_laye
         if pick is not None:
             return on(pick, "asked for" if kind == "cuda" else "a CUDA GPU (the fastest backend)")
         notes.append(f"asked for CUDA ({request.source}={request}) but no CUDA device is usable here")
-        if kind == "cuda":
-            return cpu("no usable CUDA device; using the CPU")
+        return cpu("no usable CUDA device; using the CPU")   # (auto only comes here with a CUDA device)
     if kind == "vulkan" and request.index is not None:
         pick = next((d for d in vulkan if d.vulkan and d.vulkan.index == request.index), None)
         if pick is not None:

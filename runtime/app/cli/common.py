@@ -16,15 +16,21 @@ def _err(msg: str) -> None:
     print(f"glmv: error: {msg}", file=sys.stderr)
 
 
+def device_request(a):
+    """The device asked for (``--device``, else GLMV_DEVICE); a bad GLMV_DEVICE is a usage error
+    (``--device`` is checked by the parser), not a failed load."""
+    from runtime.engine.device_choice import DeviceRequest
+    try:
+        return DeviceRequest.from_env(getattr(a, "device", None))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def _engine(a, text: Path, mmproj: Path, progress=None):
     """The engine for ``a``'s settings; ``progress`` receives load progress (the server's /api/status)."""
     from runtime.engine.engine import Engine, EngineOptions
-    from runtime.engine.device_choice import DeviceRequest
     from runtime.common.paths import data_dir
-    try:   # GLMV_DEVICE is checked here (--device by the parser): a usage error, not a failed load
-        DeviceRequest.from_env(getattr(a, "device", None))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    device_request(a)
     cache = None if a.no_cache else data_dir(a.data_dir) / "answer-cache"
     eng = Engine(text, mmproj, EngineOptions(n_ctx=a.ctx, n_threads=a.threads, verify=a.verify, cache_dir=cache,
                                              progress=progress, device=getattr(a, "device", None),

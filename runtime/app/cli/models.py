@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from runtime.app.cli.common import EXIT_INPUT, EXIT_OK, UsageError
+from runtime.app.cli.common import EXIT_INPUT, EXIT_OK, UsageError, device_request
 from runtime.engine.model_locator import find_model_files
 
 
@@ -98,15 +98,11 @@ def cmd_models(a) -> int:
 
 def _device_for(a, info, text: Path, mmproj: Path):
     """The device a model would run on here (the engine's own choice, without loading it)."""
-    from runtime.engine.device_choice import DeviceRequest, choose
+    from runtime.engine.device_choice import choose
     from runtime.engine.hardware import usable_ram
     from runtime.engine.model_files import check_pair
     t, _ = check_pair(text, mmproj)
-    try:
-        request = DeviceRequest.from_env(getattr(a, "device", None))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    return choose(request, info, text_bytes=text.stat().st_size, n_layers=int(t.get("glm4.block_count") or 40),
+    return choose(device_request(a), info, text_bytes=text.stat().st_size, n_layers=int(t.get("glm4.block_count") or 40),
                   mmproj_bytes=mmproj.stat().st_size, usable_ram=usable_ram())
 
 
