@@ -26,15 +26,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import threading
 import sys
-import time
 from pathlib import Path
 
+from memory_group import GiB, run_in_group, usable
+
 ROOT = Path(__file__).resolve().parent.parent
-CG = Path("/sys/fs/cgroup/memory")
-GiB = 2 ** 30
 QUESTIONS = ("What is the serial number on this nameplate?",
              "Describe everything written on the nameplate, line by line.")
 # tokens per answer (greedy: a random-weight model never stops early); twice the first runs' 48, so
@@ -44,61 +41,20 @@ MAX_TOKENS = 96
 
 def _run(model_dir: str, photo: str, policy: str, limit: int | None, ctx: int, max_tokens: int,
          extra: tuple[str, ...] = ()) -> dict:
-    cg = CG / f"glmv-laptop-{os.getpid()}-{int(time.time() * 1000)}"
-    cg.mkdir()
-    try:
-        if limit:
-            (cg / "memory.limit_in_bytes").write_text(str(limit))
-        subprocess.run(["sync"], check=False)
-        Path("/proc/sys/vm/drop_caches").write_text("3")
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        if policy != "auto":
-            env["GLMV_MEMORY_POLICY"] = policy
-        stdin = "".join(q + "\n" for q in QUESTIONS)
-        results, t0 = [], time.perf_counter()
-        # one process, two questions: the follow-up reuses the session (its KV cache)
-        p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "chat", photo, "--json", "--model-dir", model_dir,
-                              "--ctx", str(ctx), "--max-tokens", str(max_tokens), "--no-cache", "--greedy", *extra],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                             preexec_fn=lambda: (cg / "cgroup.procs").write_text(str(os.getpid())))
-        peaks = {"rss": 0, "mapped_file": 0, "resident": 0}
-        done = threading.Event()
-
-        def sample():   # memory.stat has no maxima: what must stay resident (anonymous memory, and
-            while not done.wait(0.25):   # file pages mapped in use) apart from cache the kernel can drop
-                try:
-                    st = dict(line.split() for line in (cg / "memory.stat").read_text().splitlines())
-                except OSError:
-                    continue
-                rss, mapped = int(st.get("rss", 0)), int(st.get("mapped_file", 0))
-                peaks.update(rss=max(peaks["rss"], rss), mapped_file=max(peaks["mapped_file"], mapped),
-                             resident=max(peaks["resident"], rss + mapped))
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        try:
-            out, err = p.communicate(stdin, timeout=3600)
-        finally:
-            done.set()
-            sampler.join()
-        wall = time.perf_counter() - t0
-        for line in out.splitlines():
-            if line.startswith("{"):
-                results.append(json.loads(line))
-        peak = int((cg / "memory.max_usage_in_bytes").read_text())
-        hits = int((cg / "memory.failcnt").read_text())
-        oom = "oom_kill 1" in (cg / "memory.oom_control").read_text()
-        return {"policy": policy, "limit_gib": limit / GiB if limit else None, "rc": p.returncode, "wall_s": wall,
-                "peak_gib": peak / GiB, "peak_resident_gib": peaks["resident"] / GiB,
-                "peak_anon_gib": peaks["rss"] / GiB, "limit_hits": hits, "oom_killed": oom, "answers": results,
-                "stderr_tail": err[-600:] if p.returncode else "",
-                "device_line": next((ln for ln in err.splitlines() if ln.startswith("glmv: device:")), "")}
-    finally:
-        for _ in range(50):   # the group can be removed once its last task is gone
-            try:
-                cg.rmdir()
-                break
-            except OSError:
-                time.sleep(0.2)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if policy != "auto":
+        env["GLMV_MEMORY_POLICY"] = policy
+    # one process, two questions: the follow-up reuses the session (its KV cache)
+    r = run_in_group([sys.executable, "-m", "runtime.app.cli", "chat", photo, "--json", "--model-dir", model_dir,
+                      "--ctx", str(ctx), "--max-tokens", str(max_tokens), "--no-cache", "--greedy", *extra],
+                     limit, env=env, stdin="".join(q + "\n" for q in QUESTIONS), timeout=3600)
+    err = r["stderr"]
+    return {"policy": policy, "limit_gib": r["limit_gib"], "rc": r["rc"], "wall_s": r["wall_s"],
+            "peak_gib": r["peak_gib"], "peak_resident_gib": r["peak_resident_gib"],
+            "peak_anon_gib": r["peak_anon_gib"], "limit_hits": r["limit_hits"], "oom_killed": r["oom_killed"],
+            "answers": [json.loads(line) for line in r["stdout"].splitlines() if line.startswith("{")],
+            "stderr_tail": err[-600:] if r["rc"] else "",
+            "device_line": next((ln for ln in err.splitlines() if ln.startswith("glmv: device:")), "")}
 
 
 def _q(r: dict, i: int, key: str, scale: float = 1) -> float | None:
@@ -163,7 +119,7 @@ def main() -> int:
     ap.add_argument("--json")
     a = ap.parse_args()
     extra = tuple(x for k, v in (("--device", a.device), ("--pixel-budget", a.pixel_budget)) if v for x in (k, str(v)))
-    if os.geteuid() != 0 or not os.access(CG, os.W_OK):
+    if not usable():
         print("laptop_bench: needs root and a writable cgroup v1 memory hierarchy at /sys/fs/cgroup/memory")
         return 2
     policies = [p for p in (a.policies.split(";") if ";" in a.policies else a.policies.split(",")) if p]

@@ -87,47 +87,14 @@ def mem_child(model_dir: str, device: str, layers: int) -> dict:
 
 def memory_run(model_dir: str, device: str, limit_gib: float, layers: int) -> dict:
     """One ``mem_child`` in a fresh memory cgroup of ``limit_gib``: its result and the group's peaks."""
-    import threading
-    cg = Path("/sys/fs/cgroup/memory") / f"glmv-vk-{os.getpid()}-{device}"
-    cg.mkdir()
-    try:
-        (cg / "memory.limit_in_bytes").write_text(str(int(limit_gib * 2 ** 30)))
-        subprocess.run(["sync"], check=False)
-        Path("/proc/sys/vm/drop_caches").write_text("3")
-        p = subprocess.Popen([sys.executable, __file__, "--mem-child", model_dir, device, str(layers)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                             preexec_fn=lambda: (cg / "cgroup.procs").write_text(str(os.getpid())))
-        peaks = {"rss": 0, "resident": 0}
-        done = threading.Event()
-
-        def sample():
-            while not done.wait(0.25):
-                try:
-                    st = dict(line.split() for line in (cg / "memory.stat").read_text().splitlines())
-                except OSError:
-                    continue
-                rss, mapped = int(st.get("rss", 0)), int(st.get("mapped_file", 0))
-                peaks.update(rss=max(peaks["rss"], rss), resident=max(peaks["resident"], rss + mapped))
-        t = threading.Thread(target=sample, daemon=True)
-        t.start()
-        out, err = p.communicate(timeout=7200)
-        done.set()
-        t.join()
-        line = next((ln for ln in out.splitlines() if ln.startswith("{")), None)
-        res = json.loads(line) if p.returncode == 0 and line else {"error": err[-800:]}
-        res.update(rc=p.returncode, peak_gib=int((cg / "memory.max_usage_in_bytes").read_text()) / 2 ** 30,
-                   peak_anon_gib=peaks["rss"] / 2 ** 30, peak_resident_gib=peaks["resident"] / 2 ** 30,
-                   limit_hits=int((cg / "memory.failcnt").read_text()),
-                   oom_killed="oom_kill 1" in (cg / "memory.oom_control").read_text())
-        return res
-    finally:
-        for _ in range(50):
-            try:
-                cg.rmdir()
-                break
-            except OSError:
-                time.sleep(0.2)
+    from memory_group import run_in_group
+    r = run_in_group([sys.executable, __file__, "--mem-child", model_dir, device, str(layers)],
+                     int(limit_gib * 2 ** 30), env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    line = next((ln for ln in r["stdout"].splitlines() if ln.startswith("{")), None)
+    res = json.loads(line) if r["rc"] == 0 and line else {"error": r["stderr"][-800:]}
+    res.update({k: r[k] for k in ("rc", "peak_gib", "peak_anon_gib", "peak_resident_gib", "limit_hits",
+                                  "oom_killed")})
+    return res
 
 
 def _spawn(model_dir: str, device: str, repeat: int, max_tokens: int, photo: str, budget: int) -> dict:
