@@ -6,7 +6,8 @@ import argparse
 
 from runtime.app.cli.ask import cmd_ask, cmd_chat, cmd_console
 from runtime.app.cli.models import cmd_convert, cmd_doctor, cmd_models, cmd_synth
-from runtime.app.cli.plate import cmd_demo, cmd_read_plate
+from runtime.app.cli.inventory import cmd_inventory, cmd_read_plate_any
+from runtime.app.cli.plate import cmd_demo
 from runtime.app.cli.serve import cmd_check_winpe, cmd_self_test, cmd_serve
 
 
@@ -153,7 +154,26 @@ def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
     rp.add_argument("--progress", dest="show_progress", choices=("auto", "bar", "lines", "off"), default="auto",
                     help="progress on stderr while the photo is read and the fields are written: a bar on a "
                          "terminal, plain lines otherwise (auto; off with --json/--csv/--stream and no terminal)")
-    rp.set_defaults(fn=cmd_read_plate, max_tokens=2048)
+    rp.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run over a folder (a folder's photos go into the inventory the "
+                         "window shows; photos already read are not read again)")
+    rp.add_argument("--engine-url", metavar="URL",
+                    help="read the folder on a remote OpenAI-compatible engine (vLLM, llama.cpp's server, glmv serve) "
+                         "instead of this computer's model; its token from $GLMV_ENGINE_TOKEN (docs/remote-engine.md)")
+    rp.add_argument("--engine-token-env", metavar="VAR", help="the environment variable holding the engine's "
+                                                              "token (default GLMV_ENGINE_TOKEN; never on the command line)")
+    rp.add_argument("--engine-model", metavar="NAME", help="the model name the engine serves (default: its first)")
+    rp.add_argument("--concurrency", type=int, default=2, metavar="N",
+                    help="photos in flight at once on the remote engine (default 2)")
+    rp.set_defaults(fn=cmd_read_plate_any, max_tokens=2048)
+
+    iv = sub.add_parser("inventory", help="the inventory (photos read in the window or by read-plate over a folder): "
+                                          "list it, or export it")
+    iv.add_argument("--data-dir")
+    iv.add_argument("--csv", metavar="FILE", help="write the table as CSV (UTF-8 with BOM)")
+    iv.add_argument("--xlsx", metavar="FILE", help="write the table as an Excel workbook (readings, corrections)")
+    iv.add_argument("--folder", metavar="DIR", help="export everything (table, photos, JSON) into this new folder")
+    iv.set_defaults(fn=cmd_inventory)
 
     m = sub.add_parser("models", help="GGUF pairs found, sizes, quant, verified or not")
     m.add_argument("--model-dir")

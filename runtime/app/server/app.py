@@ -33,6 +33,7 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
 from runtime.app.server import routes_app as app_api
+from runtime.app.server import routes_inventory as inv_api
 from runtime.app.server import routes_openai as v1_api
 from runtime.app.server.app_state import AppState, Conversation, app_state
 from runtime.app.server.errors import EXCEPTION_HANDLERS
@@ -92,6 +93,17 @@ ROUTES = [
     Route("/api/sessions/{sid}/cancel", app_api.cancel, methods=["POST"]),
     Route("/api/sessions/{sid}/read-plate", app_api.read_plate, methods=["POST"]),
     Route("/api/readings", app_api.readings),
+    Route("/api/inventory", inv_api.overview),
+    Route("/api/inventory/photos", inv_api.add_photos, methods=["POST"]),
+    Route("/api/inventory/refused", inv_api.add_refused, methods=["POST"]),
+    Route("/api/inventory/photos/{pid}/{which:str}", inv_api.photo_file, methods=["GET"]),
+    Route("/api/inventory/photos/{pid}/{action:str}", inv_api.photo_action, methods=["POST"]),
+    Route("/api/inventory/photos/{pid}/fields/{key}", inv_api.correct_field, methods=["PUT", "DELETE"]),
+    Route("/api/inventory/reorder", inv_api.reorder, methods=["POST"]),
+    Route("/api/inventory/queue/{action}", inv_api.queue_control, methods=["POST"]),
+    Route("/api/inventory/export", inv_api.export),
+    Route("/api/inventory/export-folder", inv_api.export_folder, methods=["POST"]),
+    Route("/api/inventory/engine", inv_api.engine, methods=["GET", "PUT"]),
     Route("/v1/models", v1_api.models),
     Route("/v1/chat/completions", v1_api.chat_completions, methods=["POST"]),
 ]
@@ -102,7 +114,10 @@ async def lifespan(app: Starlette):
     # the model loads in the background: the server answers (status, pages) while it does
     model_host = app.state.server.model_host
     model_host.start()
+    app.state.server.inventory.start()   # the queue reads once the model is loaded
     yield
+    # the queue first: its reading holds the model's gate, which closing the model waits for
+    await run_in_threadpool(app.state.server.inventory.close)
     await run_in_threadpool(model_host.close)
 
 
@@ -126,7 +141,7 @@ def create_app(model_dir: str | Path | None = None, data_dir: str | Path | None 
     policy = Policy(bind_host=bind_host, port=port, token=token, max_body_bytes=max_body_bytes,
                     extra_hosts=tuple(allowed_hosts))
     model_host = ModelHost(locate, engine_factory, ddir, queue_limit=queue_limit)
-    inner = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    inner = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS | inv_api.HANDLERS)
     inner.state.server = AppState(model_host, policy, ddir, n_ctx=n_ctx, pixel_budget=pixel_budget,
                                   default_max_tokens=default_max_tokens)
     inner.state.ui_files = StaticFiles(directory=str(ui_dir()), check_dir=False)

@@ -42,6 +42,8 @@ class AppState:
         # history, so a follow-up finds its photo already encoded and its prefix cached
         self.openai_sessions = LRU(MAX_OPENAI_SESSIONS)
         self.started = int(time.time())
+        from runtime.app.server.inventory_host import InventoryHost
+        self.inventory = InventoryHost(data_dir, model_host, self.image_budget)
 
     @property
     def max_body_bytes(self) -> int:
