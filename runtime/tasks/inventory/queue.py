@@ -186,7 +186,8 @@ class InventoryQueue:
         if per is not None and left:
             done_part = sum(min(per, time.monotonic() - c.started) for c in self.current.values())
             estimate = max(0.0, (per * left - done_part) / lanes)
-        state = "paused" if self.paused and self.state in ("idle", "reading") else self.state
+        state = "idle" if self.state == "reading" and not self.current and not counts["queued"] else self.state
+        state = "paused" if self.paused and state in ("idle", "reading") else state
         return {"state": state, "message": self.message, "counts": counts,
                 "current": [c.as_json() for c in sorted(self.current.values(), key=lambda c: c.started)],
                 "per_photo_s": None if per is None else round(per, 2), "measured": len(times),

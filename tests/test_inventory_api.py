@@ -1,0 +1,131 @@
+"""The inventory's app API on the real server and the demo model (in-process): photos added in
+one request (bad ones as error rows, the same bytes once), the queue's progress, a correction
+saved and kept apart, the chat answered while the queue runs (the queue yields and goes on),
+Pause/Resume, reorder, the stored photo and its thumbnail, a file too large to send."""
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+import requests
+
+from runtime.app.server.app import run
+
+BUDGET_NOTE = "the demo model's own pixel budget applies (its manifest)"
+
+
+def _jpeg(seed: int) -> bytes:
+    from convert.synthetic.plates import make_plate
+    img, _ = make_plate(seed)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def server(tmp_path):
+    h = run("127.0.0.1", 0, data_dir=str(tmp_path / "data"))
+    deadline = time.monotonic() + 120
+    while requests.get(h.url + "api/status").json()["state"] == "loading":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    yield h
+    h.stop()
+
+
+def _overview(url: str, since: int = 0) -> dict:
+    r = requests.get(url + f"api/inventory?since={since}", timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _until(url: str, cond, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        o = _overview(url)
+        if cond(o):
+            return o
+        assert time.monotonic() < deadline, o["queue"]
+        time.sleep(0.1)
+
+
+def test_photos_in_readings_out_corrections_kept(server):
+    url = server.url
+    photos = [("photo", (f"room/p{i}.jpg", _jpeg(400 + i), "image/jpeg")) for i in range(4)]
+    photos += [("photo", ("notes.txt", b"hello", "text/plain")), ("photo", ("again.jpg", photos[0][1][1], "image/jpeg"))]
+    added = requests.post(url + "api/inventory/photos", files=photos, timeout=60).json()["added"]
+    assert [a["duplicate"] for a in added] == [False] * 5 + [True]
+    assert added[4]["state"] == "error" and "not an image" in added[4]["error"]
+    assert added[5]["id"] == added[0]["id"]
+    big = requests.post(url + "api/inventory/refused", json={"name": "huge.tif", "bytes": 300 * 2**20}).json()
+    assert big["state"] == "error" and "larger than" in big["error"]
+    # the queue shows the photo being read with its progress, then finishes
+    seen_current = False
+    deadline = time.monotonic() + 120
+    while True:
+        o = _overview(url)
+        seen_current |= bool(o["queue"]["current"])
+        if o["queue"]["counts"]["done"] == 4:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert seen_current and o["queue"]["per_photo_s"] > 0 and o["queue"]["state"] == "idle"
+    rows = {r["id"]: r for r in o["rows"]}
+    first = rows[added[0]["id"]]
+    assert first["name"] == "room/p0.jpg" and first["fields"] and set(first["confidence"]) == set(first["fields"])
+    assert all(0 < c <= 1 for c in first["confidence"].values())
+    assert set(first["flagged"]) <= set(first["unchecked"])
+    # a correction: saved at once, the model's value kept, only the changed row sent after `rev`
+    rev = o["rev"]
+    key = "serial_number"
+    r = requests.put(url + f"api/inventory/photos/{first['id']}/fields/{key}", json={"value": " SN-42 "})
+    assert r.status_code == 200 and r.json()["value"] == "SN-42"
+    delta = _overview(url, rev)
+    assert [x["id"] for x in delta["rows"]] == [first["id"]]
+    got = delta["rows"][0]
+    assert got["corrections"][key]["value"] == "SN-42" and got["fields"][key] == first["fields"][key]
+    assert key not in got["unchecked"]
+    assert requests.put(url + f"api/inventory/photos/{first['id']}/fields/colour", json={"value": "x"}).status_code == 404
+    assert requests.put(url + f"api/inventory/photos/999/fields/{key}", json={"value": "x"}).status_code == 400
+    # the stored photo and its thumbnail
+    img = requests.get(url + f"api/inventory/photos/{first['id']}/image")
+    assert img.content == photos[0][1][1]
+    assert requests.get(url + f"api/inventory/photos/{first['id']}/thumb").headers["content-type"] == "image/jpeg"
+    assert requests.get(url + f"api/inventory/photos/{added[4]['id']}/image").status_code == 404
+
+
+def test_the_chat_is_answered_while_the_queue_runs(server):
+    url = server.url
+    files = [("photo", (f"p{i}.jpg", _jpeg(500 + i), "image/jpeg")) for i in range(12)]
+    requests.post(url + "api/inventory/photos", files=files, timeout=60)
+    _until(url, lambda o: o["queue"]["counts"]["done"] >= 1)
+    sid = requests.post(url + "api/sessions", files={"photo": ("chat.jpg", _jpeg(999), "image/jpeg")}).json()["session_id"]
+    t0 = time.monotonic()
+    r = requests.post(url + f"api/sessions/{sid}/ask", json={"question": "What is the serial number?", "max_tokens": 16},
+                      timeout=120)
+    assert r.status_code == 200 and '"type": "done"' in r.text
+    assert time.monotonic() - t0 < 60
+    o = _until(url, lambda o: o["queue"]["counts"]["done"] == 12)
+    assert o["queue"]["counts"]["queued"] == 0
+
+
+def test_pause_resume_and_reorder(server):
+    url = server.url
+    requests.post(url + "api/inventory/queue/pause").raise_for_status()
+    files = [("photo", (f"p{i}.jpg", _jpeg(600 + i), "image/jpeg")) for i in range(3)]
+    ids = [a["id"] for a in requests.post(url + "api/inventory/photos", files=files).json()["added"]]
+    time.sleep(1.5)
+    o = _overview(url)
+    assert o["queue"]["state"] == "paused" and o["queue"]["counts"]["done"] == 0
+    requests.post(url + "api/inventory/reorder", json={"ids": [ids[2], ids[1], ids[0]]}).raise_for_status()
+    assert _overview(url)["ids"][:3] == [ids[2], ids[1], ids[0]]
+    assert requests.post(url + "api/inventory/reorder", json={"ids": "x"}).status_code == 400
+    requests.post(url + f"api/inventory/photos/{ids[1]}/skip").raise_for_status()
+    requests.post(url + "api/inventory/queue/resume").raise_for_status()
+    o = _until(url, lambda o: o["queue"]["counts"]["done"] == 2)
+    rows = {r["id"]: r for r in o["rows"]}
+    assert rows[ids[1]]["state"] == "skipped"
+    # read in the new order: the photo moved first was read first
+    assert rows[ids[2]]["read_at"] <= rows[ids[0]]["read_at"]
+    assert requests.get(url + "api/inventory/engine").json() == {"kind": "local", "token_set": False}
