@@ -63,8 +63,10 @@ def _read_folder(a, folder: Path) -> int:
         paths.setdefault(r.id, []).append(p)
     out = _Printer(a, many=True)
     failed = 0
+    printed: set[int] = set()
     for p, r in rows:            # what earlier runs (or the window) already read: printed, not read again
         if r.state in ("done", "error", "skipped"):
+            printed.add(r.id)
             failed += out.row(p, r, from_inventory=r.state == "done")
     todo = [r for _, r in rows if r.state == "queued"]
     if not todo:
@@ -75,7 +77,7 @@ def _read_folder(a, folder: Path) -> int:
     import signal
     old = signal.signal(signal.SIGINT, lambda *_: (stop.set(), queue.stop_current()))
     try:
-        failed += _drain(a, inv, queue, ids, paths, out, stop)
+        failed += _drain(a, inv, queue, ids, paths, out, stop, printed)
     finally:
         signal.signal(signal.SIGINT, old)
         queue.close()
@@ -143,41 +145,51 @@ def _add_folder(inv, folder: Path, run: int, budget_fn) -> None:
             bar.close()
 
 
-def _drain(a, inv, queue, ids, paths, out, stop) -> int:
+def _drain(a, inv, queue, ids, paths, out, stop, printed: set[int]) -> int:
     """Read the run's queued photos (several at once for a remote engine) until none is left,
-    the engine refuses, or Ctrl-C."""
+    the engine refuses, or Ctrl-C. A photo of the run that the window is reading meanwhile is
+    waited for and printed when it is done."""
     from runtime.app.cli.plate import _PlateDisplay
     failed = [0]
     lock = threading.Lock()
     lanes = max(1, int(getattr(queue.reader, "concurrency", 1)))
 
+    def flush() -> None:
+        with lock:
+            for r in inv.rows():
+                if r.id in ids and r.id not in printed and r.state in ("done", "error"):
+                    printed.add(r.id)
+                    for p in paths[r.id]:
+                        failed[0] += out.row(p, r)
+
     def lane():
         while not stop.is_set():
             row = inv.claim_next(queue.reader.label, among=ids)
             if row is None:
-                return
+                if not any(r.state == "reading" and r.id in ids for r in inv.rows()):
+                    return
+                stop.wait(0.5)     # read by another glmv (the window): wait for it
+                flush()
+                continue
             shown = _PlateDisplay(a, paths[row.id][0]) if lanes == 1 else None
             try:
                 got = queue.read_one(row, on_event=shown.event if shown else None)
             finally:
                 if shown:
                     shown.close()
-            if got in ("stopped",):
+            if got == "stopped":
                 stop.set()
-            if got == "unavailable":
-                _err(f"{queue.message}; waiting")
+            elif got == "unavailable":
+                _err(f"{queue.message}; trying again in a few seconds (Ctrl-C stops; --resume continues)")
                 stop.wait(5)
-                continue
-            with lock:
-                if got in ("done", "error"):
-                    for p in paths[row.id]:
-                        failed[0] += out.row(p, inv.row(row.id))
+            flush()
     threads = [threading.Thread(target=lane, daemon=True) for _ in range(lanes)]
     for t in threads:
         t.start()
     for t in threads:
         while t.is_alive():
             t.join(0.2)
+    flush()
     return failed[0]
 
 

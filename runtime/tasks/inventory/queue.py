@@ -101,6 +101,7 @@ class InventoryQueue:
         self._wake = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._retry = 0
+        self._retry_after: float | None = None
         self._lock = threading.Lock()
 
     # --- the technician's controls ------------------------------------------------------------
@@ -215,7 +216,7 @@ class InventoryQueue:
             if row is None:
                 self._sleep(1.0)    # another process (glmv read-plate) may add photos: look again
             elif got == "unavailable":
-                pause = RETRY_S[min(self._retry, len(RETRY_S) - 1)]
+                pause = max(RETRY_S[min(self._retry, len(RETRY_S) - 1)], self._retry_after or 0)
                 self._retry += 1
                 self._sleep(pause)
             elif got == "yielded":
@@ -256,7 +257,7 @@ class InventoryQueue:
         try:
             path = self.inv.photo_path(row)
             t0 = time.monotonic()
-            out = self.reader.read(path, cancelled=cancelled, on_event=event)
+            out = _as_outcome(self.reader.read(path, cancelled=cancelled, on_event=event))
             self.inv.finish(row.id, fields=out.fields, confidence=out.confidence, warnings=out.warnings,
                             raw=out.raw, read_s=time.monotonic() - t0, engine=self.reader.label, model=out.model)
             self._retry = 0
@@ -276,6 +277,7 @@ class InventoryQueue:
             self.inv.fail(row.id, str(e))
             return "error"
         except errs.EngineUnavailable as e:
+            self._retry_after = e.retry_after_s
             self.inv.requeue(row.id, first=True)
             self.state, self.message = "waiting", str(e)
             return "unavailable"
@@ -290,3 +292,12 @@ class InventoryQueue:
             with self._lock:
                 self.current.pop(row.id, None)
 
+
+
+def _as_outcome(out) -> Outcome:
+    """A remote engine's answer (runtime/tasks/inventory/remote.py RemoteOutcome) as the store keeps it."""
+    if isinstance(out, Outcome):
+        return out
+    r = out.reading
+    return Outcome(fields=r.fields, confidence={k: v for k, v in out.confidence.items() if v is not None},
+                   warnings=list(r.warnings), raw=out.raw, model=out.model)
