@@ -127,3 +127,21 @@ def test_engine_setting_refuses_a_url_that_is_not_one(tmp_path, url):
         assert r.status_code == 400 and "address" in r.json()["error"]["message"]
     finally:
         h.stop()
+
+
+def test_serve_answers_by_the_names_allowed(tmp_path):
+    """`glmv serve --host 0.0.0.0 --allow-host gpu-box`: an inventory elsewhere may reach it by that
+    name; another name is still refused (DNS-rebinding protection)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "serve", "--model-dir", str(DEMO_DIR),
+                          "--data-dir", str(tmp_path / "d"), "--no-window", "--host", "0.0.0.0", "--token", TOKEN,
+                          "--allow-host", "gpu-box"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = p.stdout.readline().strip()
+        port = first.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+        base = f"http://127.0.0.1:{port}/api/status"
+        assert requests.get(base, headers={**AUTH, "Host": f"gpu-box:{port}"}, timeout=10).status_code == 200
+        other = requests.get(base, headers={**AUTH, "Host": f"other-box:{port}"}, timeout=10)
+        assert other.status_code == 421 and "--allow-host" in other.text
+    finally:
+        stop_serve(p)

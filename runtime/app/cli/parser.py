@@ -187,6 +187,9 @@ def build_parser(epilog: str | None = None) -> argparse.ArgumentParser:
                                                           "requires a bearer token, generated if not given)")
     sv.add_argument("--port", type=_port, default=0, help="port (default 0: a free port)")
     sv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on /api and /v1")
+    sv.add_argument("--allow-host", action="append", metavar="NAME",
+                    help="a host name clients may reach this server by (repeatable; e.g. the GPU box's DNS name when "
+                         "inventories elsewhere send it photos); IP addresses are always accepted on --host 0.0.0.0")
     sv.add_argument("--model-dir")
     sv.add_argument("--data-dir")
     sv.add_argument("--no-window", action="store_true", help="do not open the desktop window (headless)")

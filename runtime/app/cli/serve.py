@@ -53,5 +53,5 @@ def cmd_serve(a) -> int:
         return _engine(a, text, mmproj, progress)   # load progress reaches /api/status
     server.serve_forever(a.host, a.port, a.token, window=window, announced=ann, data_dir=data_dir(a.data_dir),
                          n_ctx=a.ctx, locate=locate, engine_factory=factory, default_max_tokens=a.max_tokens,
-                         pixel_budget=a.pixel_budget)
+                         pixel_budget=a.pixel_budget, allowed_hosts=tuple(a.allow_host or ()))
     return EXIT_OK

@@ -126,7 +126,8 @@ class Guard:
         refusal = None
         if not p.host_ok(h.get("host", "")):
             refusal = error_response(421, f"Host {h.get('host', '')!r} is not this server (DNS rebinding "
-                                          "protection): use http://127.0.0.1:PORT/", "misdirected_request")
+                                          "protection): use http://127.0.0.1:PORT/ or the server's IP address, or "
+                                          "start glmv serve with --allow-host NAME", "misdirected_request")
         elif h.get("origin") is not None and not p.origin_ok(h["origin"]):
             refusal = error_response(403, f"cross-origin request from {h['origin']!r} refused: only this "
                                           "server's own pages may call its API", "forbidden")
