@@ -5,6 +5,7 @@ Pause/Resume, reorder, the stored photo and its thumbnail, a file too large to s
 from __future__ import annotations
 
 import io
+import json
 import time
 
 import pytest
@@ -129,3 +130,30 @@ def test_pause_resume_and_reorder(server):
     # read in the new order: the photo moved first was read first
     assert rows[ids[2]]["read_at"] <= rows[ids[0]]["read_at"]
     assert requests.get(url + "api/inventory/engine").json() == {"kind": "local", "token_set": False}
+
+
+def test_the_window_shows_what_the_cli_read(tmp_path):
+    """`glmv read-plate FOLDER` and the window share the data folder's inventory."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    folder = tmp_path / "room"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"p{i}.jpg").write_bytes(_jpeg(700 + i))
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "read-plate", str(folder), "--json", "--data-dir",
+                        str(data)], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(root)),
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    h = run("127.0.0.1", 0, data_dir=str(data))
+    try:
+        rows = _overview(h.url)["rows"]
+        assert sorted((x["name"], x["source"], x["state"]) for x in rows) == [("p0.jpg", "cli", "done"),
+                                                                              ("p1.jpg", "cli", "done")]
+        cli = {json.loads(x)["photo"]: json.loads(x)["fields"] for x in r.stdout.splitlines()}
+        assert all(x["fields"] == cli[x["name"]] for x in rows)
+    finally:
+        h.stop()
