@@ -10,6 +10,7 @@ llama.cpp build (every x86-64 CPU variant as its own library, no ``-march=native
       models/README.txt               which GGUF files to put here, sizes, RAM
       start.sh / start.bat            double-click helpers
       README-offline.txt              zh + en: what it is, host requirements, troubleshooting
+      licenses/                       licence texts and notices of the third-party libraries that ask for them
 
 ``data/`` is created beside ``glmv`` on first run (or in the per-user folder on a read-only medium).
 
@@ -56,6 +57,26 @@ FONTS_CONF = """<?xml version="1.0"?>
   <alias><family>serif</family><prefer><family>DejaVu Sans</family><family>WenQuanYi Micro Hei</family></prefer></alias>
   <alias><family>monospace</family><prefer><family>DejaVu Sans</family><family>WenQuanYi Micro Hei</family></prefer></alias>
 </fontconfig>
+"""
+# Licence texts that ship with the code they cover, in licenses/ beside the launcher. pi-heif's wheels
+# carry libheif and libde265 (LGPL-3) as separate shared libraries in _internal/ (a user may replace
+# them: LGPL's "suitable shared library mechanism"); LGPL-3 asks that its text and the GPL-3's go
+# along. Debian's base-files has both (the Windows bundle is built on Linux too).
+LICENSED_DISTS = ("pi-heif", "openpyxl", "et-xmlfile")
+COMMON_LICENCES = Path("/usr/share/common-licenses")
+THIRD_PARTY_NOTICE = """Third-party libraries in this folder that ask for a notice
+===========================================================
+
+pi-heif {pi_heif} (BSD-3-Clause; pi-heif-*.txt) reads HEIC/HEIF photos. Its binary wheel carries:
+  - libheif {libheif}  (GNU LGPL v3: LGPL-3.txt, GPL-3.txt)  https://github.com/strukturag/libheif
+  - libde265 ({libde265})  (GNU LGPL v3)  https://github.com/strukturag/libde265
+  - Windows only: the MinGW-w64 runtime DLLs libstdc++-6, libgcc_s_seh-1 (GPL v3 with the GCC Runtime
+    Library Exception) and libwinpthread-1 (MIT-style), which those libraries need.
+  They are dynamically linked, unmodified, as separate files in _internal/ (Linux: pi_heif.libs/;
+  Windows: beside _pi_heif.pyd): a compatible build of the same library may replace them. The source
+  code of each is at the address given, under the version named.
+
+openpyxl (MIT; openpyxl-*.txt) with et-xmlfile (MIT; et-xmlfile-*.txt) writes the .xlsx exports.
 """
 # CUDA runtime libraries ggml-cuda links against, and where the toolkit keeps them; the driver
 # (libcuda.so.1 / nvcuda.dll) is the host's and is never shipped.
@@ -116,6 +137,34 @@ def make_demo(out: Path, work: Path) -> dict:
     for q, f in zip(PROBE_QUANTS, build_probe_models(work / "probe")):
         shutil.copy2(f, probe / f"probe-{q}.gguf")
     return {"text": text.name, "mmproj": mmproj.name}
+
+
+def make_licences(out: Path) -> list[str]:
+    """licenses/: the licence files of LICENSED_DISTS (from their installed metadata), LGPL-3 and
+    GPL-3, and THIRD-PARTY-NOTICES.txt naming what pi-heif's wheel carries, at the versions it reports."""
+    import importlib.metadata as md
+    import pi_heif
+    out.mkdir(parents=True, exist_ok=True)
+    shipped = []
+    for name in LICENSED_DISTS:
+        dist = md.distribution(name)
+        files = [f for f in dist.files or [] if re.match(r"(?i)(licen[cs]e|copying|notice)", f.name)]
+        if not files:
+            raise SystemExit(f"{name} {dist.version}: no licence file in its metadata; cannot ship it without one")
+        for f in files:
+            target = out / f"{name}-{f.name}" if f.name.lower().endswith(".txt") else out / f"{name}-{f.name}.txt"
+            shutil.copyfile(f.locate(), target)
+            shipped.append(target.name)
+    for text in ("LGPL-3", "GPL-3"):
+        if not (COMMON_LICENCES / text).is_file():
+            raise SystemExit(f"{COMMON_LICENCES / text} missing (Debian's base-files): libheif's licence must ship")
+        shutil.copyfile(COMMON_LICENCES / text, out / f"{text}.txt")   # follows Debian's symlinks
+        shipped.append(f"{text}.txt")
+    info = pi_heif.libheif_info()
+    notice = THIRD_PARTY_NOTICE.format(pi_heif=pi_heif.__version__, libheif=info.get("libheif", "?"),
+                                       libde265=", ".join(info.get("decoders", {}).values()) or "?")
+    atomic_write_text(out / "THIRD-PARTY-NOTICES.txt", notice)
+    return shipped + ["THIRD-PARTY-NOTICES.txt"]
 
 
 def llama_lib_dir(cuda: bool, work: Path) -> Path:
@@ -180,6 +229,7 @@ def install_layout(dist: Path, build_info: dict) -> None:
     shutil.copy2(LAYOUT / "start.sh", dist / "start.sh")
     shutil.copy2(LAYOUT / "start.bat", dist / "start.bat")
     (dist / "start.sh").chmod(0o755)
+    make_licences(dist / "licenses")
     atomic_write_text(dist / "_internal" / "BUILD-INFO.json", json.dumps(build_info, indent=2))
 
 

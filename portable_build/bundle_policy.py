@@ -21,6 +21,10 @@ HIDDEN_IMPORTS: tuple[str, ...] = (
     # loaded lazily by the CLI (function-level imports are found, these are belt and braces)
     "runtime.app.self_test", "runtime.app.server.app", "runtime.app.window", "runtime.llama.cpu_probe", "convert.converter",
     "convert.synthetic.synth", "convert.synthetic.probe_models", "runtime.tasks.read_plate",
+    # HEIC photos: images.py imports pi_heif inside a try (its absence is a message, not a crash), and
+    # the extension module _pi_heif links libheif/libde265 from pi_heif.libs (Linux) or beside it
+    # (Windows); the inventory's exports import openpyxl inside the function that writes .xlsx
+    "pi_heif", "_pi_heif", "runtime.tasks.inventory.export", "openpyxl",
 )
 
 # Never needed at run time: test/reference stacks, other GUI toolkits, pywebview's other backends,

@@ -157,3 +157,18 @@ def test_the_window_shows_what_the_cli_read(tmp_path):
         assert all(x["fields"] == cli[x["name"]] for x in rows)
     finally:
         h.stop()
+
+
+def test_a_heic_photo_is_queued_read_and_shown_as_jpeg(server):
+    from pathlib import Path
+    from PIL import Image
+    heic = Path(__file__).resolve().parent / "data" / "plate-synthetic-rot6.heic"
+    added = requests.post(server.url + "api/inventory/photos",
+                          files=[("photo", (heic.name, heic.read_bytes(), "image/heic"))]).json()["added"][0]
+    assert added["state"] == "queued", added
+    o = _until(server.url, lambda o: o["queue"]["counts"]["done"] == 1)
+    assert o["rows"][0]["fields"]
+    shown = requests.get(server.url + f"api/inventory/photos/{added['id']}/image")
+    assert shown.headers["content-type"] == "image/jpeg"
+    img = Image.open(io.BytesIO(shown.content))
+    assert img.format == "JPEG" and img.width > img.height    # upright: the file's rotation applied

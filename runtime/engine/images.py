@@ -2,6 +2,10 @@
 
 llama.cpp aborts the whole process on some bad inputs, so everything is checked here first and
 turned into an :class:`ImageError` with a message a technician can act on.
+
+HEIC/HEIF (the iPhone camera's default) is read through pi-heif, pillow-heif's decode-only build,
+registered here once as a Pillow opener; a source install without it still refuses HEIC with a
+message that says so.
 """
 from __future__ import annotations
 
@@ -16,8 +20,24 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO", "GIF")
-FORMATS_TEXT = "JPEG, PNG, WebP, BMP, TIFF, GIF"   # for messages: what a technician can export to
+try:   # an optional wheel for a source install (pyproject lists it; the bundles ship it)
+    import pi_heif
+    # pi-heif defers a failed load of its compiled module (libheif missing or broken) to first use,
+    # and its register_heif_opener registers the opener before that use: ask libheif first, so a
+    # broken install is a refusal with a message, not a traceback on every HEIC
+    pi_heif.libheif_info()
+    # registered once per process; thumbnails and depth maps off: only the primary image is read
+    pi_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+    HEIF_MISSING = ""
+except ImportError as e:   # tests/test_heic.py hides the package, and its compiled module
+    pi_heif = None
+    HEIF_MISSING = ("the pi-heif package is missing: pip install pi-heif" if e.name == "pi_heif"
+                    else f"pi-heif cannot load its libraries: {e}")
+
+HEIF_READABLE = pi_heif is not None
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO", "GIF") + (("HEIF",) if HEIF_READABLE else ())
+# for messages: what a technician can export to (and, with pi-heif, what a phone shoots)
+FORMATS_TEXT = "JPEG, PNG, WebP, BMP, TIFF, GIF" + (", HEIC" if HEIF_READABLE else "")
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_DECODE_PIXELS = 100_000_000       # decompression-bomb guard (Pillow's default is ~89 MP)
 
@@ -137,7 +157,10 @@ def prepare(data: bytes, *, name: str = "photo", pixel_budget: int = DEFAULT_PIX
             if img.width * img.height > MAX_DECODE_PIXELS:
                 raise ImageError(f"{name} is {img.width}×{img.height} pixels, more than the "
                                  f"{MAX_DECODE_PIXELS // 1_000_000} MP limit")
-            img.seek(0)  # first frame of an animated GIF/WebP or a multi-page TIFF
+            if fmt != "HEIF":
+                # first frame of an animated GIF/WebP or a multi-page TIFF; a HEIF file's frame 0
+                # need not be its primary image (the one phones show), which pi-heif opens at
+                img.seek(0)
             img.load()
     except ImageError:
         raise
@@ -149,12 +172,15 @@ def prepare(data: bytes, *, name: str = "photo", pixel_budget: int = DEFAULT_PIX
             raise ImageError(f"{name} is {refusal}") from None
         kind = _looks_like(data)
         if kind:  # a supported format's signature, but Pillow cannot even read the header: damaged
+            # (libheif refuses a HEIC cut short when it opens it: its image data must lie in the file)
             raise ImageError(f"{name} starts like a {kind} file but cannot be read: it is damaged or truncated — "
                              "copy it again") from None
         raise ImageError(f"{name} is not an image Pillow can read; supported formats: {FORMATS_TEXT}") from None
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, RuntimeError) as e:   # RuntimeError: libheif's other failures
         raise ImageError(f"{name} could not be decoded ({e}); the file may be truncated — copy it again") from None
     src_size = img.size
+    # EXIF orientation; for HEIF, libheif has already applied the file's own rotation (irot/imir)
+    # and pi-heif resets the EXIF tag to 1, so a phone's sideways photo is not turned twice
     img = ImageOps.exif_transpose(img)
     img = _to_rgb(img)
     w, h = grid_size(img.width, img.height, pixel_budget, name=name)
@@ -167,10 +193,11 @@ _SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\
                (b"MM\x00*", "TIFF"), (b"BM", "BMP"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"))
 
 # formats people do bring and Pillow cannot read here: ISO-BMFF brands (bytes 8-12 after "ftyp")
-_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
 _REFUSALS = {
-    "heif": "a HEIC/HEIF photo (the iPhone camera's default), which this program cannot read: export it as "
-            "JPEG (iPhone: Settings → Camera → Formats → Most Compatible, or share the photo as JPEG)",
+    # only where pi-heif is missing (a source install without it): the bundles read HEIC
+    "heif": f"a HEIC/HEIF photo (the iPhone camera's default), which this installation cannot read ({HEIF_MISSING}): "
+            "export it as JPEG (iPhone: Settings → Camera → Formats → Most Compatible, or share the photo as JPEG)",
     "avif": "an AVIF image, which this program cannot read: export it as JPEG or PNG",
     "svg": f"an SVG drawing, not a photo: export it as PNG (supported formats: {FORMATS_TEXT})",
 }
@@ -180,6 +207,8 @@ def _looks_like(data: bytes) -> str | None:
     """The supported format whose signature ``data`` starts with, if any."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
+    if HEIF_READABLE and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return "HEIC"
     return next((fmt for sig, fmt in _SIGNATURES if data.startswith(sig)), None)
 
 
@@ -187,7 +216,7 @@ def _unsupported_kind(data: bytes) -> str | None:
     """What a known-but-unreadable file is, with what to do (None when it is none of those)."""
     if data[4:8] == b"ftyp":
         brand = data[8:12]
-        if brand in _HEIF_BRANDS:
+        if brand in _HEIF_BRANDS and not HEIF_READABLE:
             return _REFUSALS["heif"]
         if brand in (b"avif", b"avis"):
             return _REFUSALS["avif"]

@@ -109,7 +109,13 @@ def _photo_id(request: Request) -> int:
         raise InventoryError("a photo id is a number") from None
 
 
+# what every browser shows as it is; other photos (HEIC, TIFF) are shown as a JPEG made from them
+WEB_VIEWABLE = {".jpg", ".png", ".webp", ".gif", ".bmp"}
+
+
 async def photo_file(request: Request):
+    """``thumb``: the 192-px JPEG; ``image``: the photo — as stored when a browser can show it,
+    else (HEIC, TIFF) a JPEG of it, upright (the original is in the folder export)."""
     host = inventory_host(request)
     row = await run_in_threadpool(host.inventory.row, _photo_id(request))
     which = request.path_params["which"]
@@ -119,8 +125,23 @@ async def photo_file(request: Request):
     path = host.inventory.thumb_path(row) if thumb else host.inventory.photo_path(row)
     if path is None or not path.is_file():
         return err(404, f"{row.name} has no stored photo ({row.error or 'it was not kept'})", "not_found_error")
-    media = "image/jpeg" if thumb else None
-    return FileResponse(path, media_type=media, headers={"Cache-Control": "private, max-age=86400"})
+    cache = {"Cache-Control": "private, max-age=86400"}
+    if thumb:
+        return FileResponse(path, media_type="image/jpeg", headers=cache)
+    if path.suffix in WEB_VIEWABLE:
+        return FileResponse(path, headers=cache)
+    return Response(await run_in_threadpool(_as_jpeg, path), media_type="image/jpeg", headers=cache)
+
+
+def _as_jpeg(path) -> bytes:
+    import io
+    from PIL import Image, ImageOps
+    with Image.open(path) as img:
+        img.seek(0)
+        out = ImageOps.exif_transpose(img).convert("RGB")
+    buf = io.BytesIO()
+    out.save(buf, "JPEG", quality=92)
+    return buf.getvalue()
 
 
 ACTIONS = {"skip", "requeue", "remove", "confirm"}
