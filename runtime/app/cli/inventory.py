@@ -21,6 +21,31 @@ from runtime.tasks import plate
 TOKEN_ENV = "GLMV_ENGINE_TOKEN"
 
 
+def _said(fn):
+    """The inventory's own refusals as one line and an exit code, never a traceback: an export
+    that cannot be written where asked, a photo that is not there, an engine setting that cannot
+    work, an inventory file another program damaged."""
+    import functools
+    import sqlite3
+
+    @functools.wraps(fn)
+    def run(a) -> int:
+        from runtime.app.cli.common import EXIT_INPUT
+        from runtime.tasks.inventory.errors import RemoteError
+        from runtime.tasks.inventory.store import InventoryError
+        try:
+            return fn(a)
+        except (InventoryError, RemoteError) as e:
+            _err(str(e))
+            return EXIT_INPUT if isinstance(e, InventoryError) else EXIT_FAIL
+        except sqlite3.DatabaseError as e:
+            _err(f"the inventory in the data folder cannot be used ({e}); move its inventory/ folder away to "
+                 "start a new one")
+            return EXIT_FAIL
+    return run
+
+
+@_said
 def cmd_read_plate_any(a) -> int:
     """Photo files as before; one folder: the inventory."""
     from runtime.app.cli.plate import cmd_read_plate
@@ -53,8 +78,8 @@ def _read_folder(a, folder: Path) -> int:
                          "continue it (photos already read are not read again)")
     if run is None and a.resume:
         raise UsageError(f"there is no interrupted run over {folder} to resume: run without --resume")
-    run = run if run is not None else inv.start_run(key, "cli")
     budget_fn, reader = _reader(a, inv)
+    run = run if run is not None else inv.start_run(key, "cli")
     _add_folder(inv, folder, run, budget_fn)
     rows = inv.run_rows(run)
     ids = {r.id for _, r in rows}
@@ -96,11 +121,17 @@ def _reader(a, inv):
     only when a photo is left to read)."""
     if a.engine_url:
         from runtime.engine.images import DEFAULT_PIXEL_BUDGET
+        from runtime.tasks.inventory.errors import RemoteError
         from runtime.tasks.inventory.remote import RemoteEngine
         token = os.environ.get(a.engine_token_env or TOKEN_ENV) or None
         budget = a.pixel_budget or DEFAULT_PIXEL_BUDGET
-        return (lambda: budget), (lambda: RemoteEngine(a.engine_url, token, model=a.engine_model,
-                                                       concurrency=a.concurrency))
+        if not 1 <= a.concurrency <= 64:
+            raise UsageError("--concurrency is how many photos are in flight at once: 1 to 64")
+        try:   # a URL that cannot be an engine is said before anything is added
+            engine = RemoteEngine(a.engine_url, token, model=a.engine_model, concurrency=a.concurrency)
+        except RemoteError as e:
+            raise UsageError(str(e)) from None
+        return (lambda: budget), (lambda: engine)
     from runtime.app.cli.common import _engine, locate_or_demo, pixel_budget
     from runtime.tasks.inventory.local import LocalReader
     text, mmproj = locate_or_demo(a)
@@ -227,6 +258,7 @@ class _Printer:
         return 0
 
 
+@_said
 def cmd_inventory(a) -> int:
     """``glmv inventory``: the rows (a summary line each), or an export."""
     from runtime.tasks.inventory import export as ex

@@ -37,11 +37,8 @@ class InventoryUnavailable(Exception):
 
 
 def _flag_below() -> float:
-    try:
-        from runtime.tasks.plate_confidence import FLAG_BELOW
-        return FLAG_BELOW
-    except ImportError:
-        return 0.0
+    from runtime.tasks.plate_confidence import FLAG_BELOW
+    return FLAG_BELOW
 
 
 async def overview(request: Request):

@@ -48,7 +48,7 @@ from pathlib import Path
 
 from runtime.common.files import atomic_write_bytes
 from runtime.tasks.inventory.rows import FIELD_KEYS, Row
-from runtime.tasks.inventory.store import Inventory, now_iso
+from runtime.tasks.inventory.store import Inventory, InventoryError, now_iso
 from runtime.tasks.plate import formula_safe_cell
 from runtime.tasks.plate_confidence import FLAG_BELOW
 
@@ -68,7 +68,7 @@ _WIN_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"{d}{n}" for d in ("COM", "LPT")
 MAX_NAME = 120   # characters of an exported photo's name: far under 255, room for deep destinations
 
 
-class ExportError(ValueError):
+class ExportError(InventoryError):
     """The export cannot be written where asked; the message says why."""
 
 
