@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -365,3 +366,58 @@ def test_ask_and_read_plate_through_vulkan_on_lavapipe_match_the_cpu(bundle, tmp
     differ = sorted(k for k in {*cpu, *vk} if cpu.get(k) != vk.get(k))
     print(f"read-plate through Vulkan differs from the CPU in {differ or 'no field'}")
     assert len(differ) <= REFERENCE_TOLERANCE, (differ, cpu, vk)
+
+
+def test_frozen_bundle_reads_heic_with_its_libraries_and_licences(bundle, tmp_path):
+    """HEIC in the frozen bundle: pi-heif's extension and the libheif/libde265 it links are collected
+    (a missing one would make HEIC "cannot read: pi-heif is missing"), read-plate reads the HEIC as the
+    JPEG it was made from (at most 2 of the demo model's near-tied fields differ, as in
+    tests/test_heic.py), a truncated HEIC is a one-line error, and the LGPL texts ship."""
+    internal = {p.name for p in (bundle / "_internal").rglob("*")}
+    assert any(n.startswith("_pi_heif") for n in internal), "pi-heif's extension module is not in the bundle"
+    for lib in ("libheif", "libde265"):
+        assert any(n.startswith(lib) for n in internal), f"{lib} is not in the bundle"
+    for f in ("THIRD-PARTY-NOTICES.txt", "LGPL-3.txt", "GPL-3.txt", "pi-heif-LICENSES_bundled.txt"):
+        assert (bundle / "licenses" / f).is_file(), f
+    heic = ROOT / "tests" / "data" / "plate-synthetic-rot6.heic"
+    out = {}
+    for photo in (heic, ROOT / "assets" / "samples" / "plate-synthetic.jpg"):
+        r = _frozen(bundle, tmp_path, "read-plate", str(photo), "--json", "--no-cache")
+        assert r.returncode == 0, r.stderr[-2000:]
+        out[photo.suffix] = json.loads(r.stdout)["fields"]
+    a, b = out[".heic"], out[".jpg"]
+    differ = sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
+    print(f"frozen read-plate on the HEIC differs from the JPEG in {differ or 'no field'}")
+    assert len(differ) <= 2, (differ, a, b)
+    cut = tmp_path / "cut.heic"
+    cut.write_bytes(heic.read_bytes()[:20000])
+    r = _frozen(bundle, tmp_path, "read-plate", str(cut), "--json", "--no-cache")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "cut.heic" in r.stderr and ("damaged" in r.stderr or "truncated" in r.stderr), r.stderr[-2000:]
+
+
+def test_frozen_bundle_reads_a_folder_into_the_inventory_and_exports_xlsx(bundle, tmp_path):
+    """The frozen CLI over a folder: the inventory (sqlite3), a bad file as an error row, the
+    readings equal to the source install's, and the .xlsx export (openpyxl) as the source writes it."""
+    import openpyxl
+    from convert.synthetic.plates import make_plate
+    folder = tmp_path / "room"
+    folder.mkdir()
+    for i in range(2):
+        make_plate(1300 + i)[0].save(folder / f"p{i}.jpg", quality=90)
+    (folder / "notes.txt").write_text("not a photo")
+    r = _frozen(bundle, tmp_path, "read-plate", str(folder), "--json")
+    assert r.returncode == 1, r.stderr           # one error row: the batch went on
+    got = {json.loads(x)["photo"]: json.loads(x) for x in r.stdout.splitlines()}
+    assert got["notes.txt"]["state"] == "error" and got["p0.jpg"]["state"] == got["p1.jpg"]["state"] == "done"
+    src = subprocess.run([sys.executable, "-m", "runtime.app.cli", "read-plate", str(folder), "--json", "--data-dir",
+                          str(tmp_path / "src-data")], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    want = {json.loads(x)["photo"]: json.loads(x) for x in src.stdout.splitlines()}
+    assert all(got[p]["fields"] == want[p]["fields"] for p in ("p0.jpg", "p1.jpg"))
+    x = _frozen(bundle, tmp_path, "inventory", "--xlsx", str(tmp_path / "t.xlsx"))
+    assert x.returncode == 0, x.stderr
+    wb = openpyxl.load_workbook(tmp_path / "t.xlsx")
+    assert wb.sheetnames == ["Readings", "Corrections"]
+    names = [row[0] for row in wb["Readings"].iter_rows(min_row=2, values_only=True)]
+    assert sorted(names) == ["notes.txt", "p0.jpg", "p1.jpg"]
