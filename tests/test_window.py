@@ -95,12 +95,13 @@ def served(converted, tmp_path_factory):
         assert _stop(p) == 0
 
 
-def _drive(url: str, env: dict, shot: Path) -> tuple[dict, list[dict], str]:
+def _drive(url: str, env: dict, shot: Path, driver: Path = DRIVER, args: tuple = (str(SAMPLE),)
+           ) -> tuple[dict, list[dict], str]:
     """Run the driver; (its result, the steps it reported, its stderr). Fails with the last step
     reached when it errs, dies or hangs; the child and its QtWebEngine helpers are always killed."""
     log = shot.with_suffix(".log")
     with open(log, "w+") as err:
-        p = subprocess.Popen([sys.executable, str(DRIVER), url, str(SAMPLE), str(shot)], env=env, text=True,
+        p = subprocess.Popen([sys.executable, str(driver), url, *args, str(shot)], env=env, text=True,
                              stdout=subprocess.PIPE, stderr=err, start_new_session=True)
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(x) for x in p.stdout] + [lines.put(None)], daemon=True).start()
@@ -252,3 +253,42 @@ def test_no_display_falls_back_to_the_url_within_a_second(converted, tmp_path):
         assert health["status"] == "ok"
     finally:
         assert _stop(p) == 0
+
+
+def test_inventory_view_in_the_window_under_xvfb(tmp_path, xvfb):
+    """The inventory view in the real Qt window: 4 plates read by the demo model, the table with
+    every row, the first row's photo beside its fields; captured to build/window-inventory.png."""
+    import io
+    import requests
+    from PIL import Image
+    from convert.synthetic.plates import make_plate
+    env = dict(_no_display_env(), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    demo = ROOT / "assets" / "models" / "glmv-plates"
+    p = subprocess.Popen([sys.executable, "-m", "runtime.app.cli", "serve", "--model-dir", str(demo), "--data-dir",
+                          str(tmp_path), "--no-window", "--token", TOKEN], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        url = p.stdout.readline().strip()
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        files = []
+        for i in range(4):
+            buf = io.BytesIO()
+            make_plate(1200 + i)[0].save(buf, "JPEG", quality=90)
+            files.append(("photo", (f"pump-{i + 1}.jpg", buf.getvalue(), "image/jpeg")))
+        deadline = time.monotonic() + 120
+        while requests.get(url + "api/status", headers=auth).json()["state"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        requests.post(url + "api/inventory/photos", files=files, headers=auth).raise_for_status()
+        while requests.get(url + "api/inventory", headers=auth).json()["queue"]["counts"]["done"] < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        shot = ROOT / "build" / "window-inventory.png"
+        result, steps, _ = _drive(url, dict(env, DISPLAY=xvfb, **{TOKEN_ENV: TOKEN}), shot,
+                                  Path(__file__).resolve().parent / "support" / "inventory_window_driver.py", ("4",))
+        assert result["table"]["rows"] >= 4 and result["detail_width"] == 448
+        img = Image.open(shot)
+        colours, dominant = _colours(img)
+        assert colours > 200 and dominant < 0.9, (colours, dominant)   # not blank, not flat
+    finally:
+        _stop(p)

@@ -8,6 +8,8 @@
 //   photo.js   open / drop / paste, canvas, rotate, crop, the upload, the buttons
 //   chat.js    ask, streamed answers, Stop, reasoning    progress.js  the bar while a photo is read
 //   plate.js   the streamed nameplate reading    plate_table.js  its table (row by row), copy, exports
+//   views.js   the tabs: one photo / the inventory    inventory.js  the inventory view (its own modules
+//              are listed there)                  confirm.js  a question before removing
 // The server contract — the /api routes the page calls, their bodies and errors — is described in
 // runtime/app/server/routes_app.py (the route table and the /ui/ static files: runtime/app/server/app.py;
 // the token and origin checks: runtime/app/server/guard.py).
@@ -18,6 +20,8 @@ import { store } from "./state.js";
 import { photo, openSample, rotate, useCrop, fullPhoto, dropSelection, updateButtons, wirePhoto } from "./photo.js";
 import { ask, stop, addNote } from "./chat.js";
 import { readPlate, copyPlate, exportReadings } from "./plate.js";
+import { wireViews } from "./views.js";
+import { wireInventory } from "./inventory.js";
 
 function wire() {
   $("#open").addEventListener("click", () => $("#file").click());
@@ -54,9 +58,11 @@ function wire() {
   });
 
   wirePhoto();   // the file input, drag and drop, paste, the crop rectangle, redraw on resize
+  wireInventory();
 }
 
 wire();
 applyLang();
+wireViews();     // after the strings: showing the inventory draws it in the current language
 updateButtons();
 pollStatus();

@@ -38,6 +38,12 @@ async function loadFile(file) {
   photoChanged();
 }
 
+// A photo that is not a file the user chose (an inventory photo to chat about): opened exactly as
+// one; the name may carry a folder ("room2/pump.jpg").
+export async function openBlob(blob, name) {
+  await loadFile(new File([blob], name.split("/").pop(), { type: blob.type || "image/jpeg" }));
+}
+
 // The demo model's sample plate, fetched from the server and opened like a chosen file.
 export async function openSample() {
   try {

@@ -49,3 +49,12 @@ export function toggleLang() {
   localStorage.setItem("glmv.lang", lang);
   applyLang();
 }
+
+// Put `nodes` in `parent` in this order, moving only those out of place: an element that stays
+// keeps its keyboard focus (replaceChildren would take every node out, and the focus with it).
+export function placeChildren(parent, nodes) {
+  nodes.forEach((node, i) => {
+    if (parent.children[i] !== node) parent.insertBefore(node, parent.children[i] || null);
+  });
+  while (parent.children.length > nodes.length) parent.lastElementChild.remove();
+}
