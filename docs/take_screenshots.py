@@ -1,5 +1,7 @@
 """Re-take the README's screenshots of the UI: the first run on the built-in demo model, the sample
-plate opened and read, in English (docs/images/window.png) and Chinese (docs/images/ui-zh.png).
+plate opened and read, in English (docs/images/window.png) and Chinese (docs/images/ui-zh.png);
+the inventory with twelve generated plates added through the page, read by the demo model, and one
+field corrected (docs/images/inventory.png).
 
     .venv/bin/python docs/take_screenshots.py      # make screenshots
 
@@ -47,11 +49,51 @@ def main() -> int:
                     page.screenshot(path=str(out))
                     print(f"take_screenshots: {out.relative_to(ROOT)}", file=sys.stderr)
                     page.close()
+                inventory(browser, url, Path(data))
                 browser.close()
         finally:
             serve.send_signal(signal.SIGTERM)
             serve.wait(timeout=20)
     return 0
+
+
+def inventory(browser, url: str, data: Path) -> None:
+    """Twelve generated plates through the inventory's file input; the queue reads them; one
+    correction; the table captured."""
+    import json
+    import time
+    import urllib.request
+    from playwright.sync_api import expect
+    sys.path.insert(0, str(ROOT))
+    from convert.synthetic.plates import make_plate
+    photos = data / "room"
+    photos.mkdir()
+    paths = []
+    for i in range(12):
+        paths.append(photos / f"motor-{i + 1:02d}.jpg")
+        make_plate(2000 + i)[0].save(paths[-1], quality=90)
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, locale="en-US")
+    page.goto(url)
+    expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=180_000)
+    page.click("#tab-inventory")
+    page.set_input_files("#inv-file", [str(p) for p in paths])
+    deadline = time.monotonic() + 300
+    while json.loads(urllib.request.urlopen(url + "api/inventory").read())["queue"]["counts"]["done"] < 12:
+        if time.monotonic() > deadline:
+            raise SystemExit("take_screenshots: the inventory did not finish reading in 300 s")
+        time.sleep(0.5)
+    rows = json.loads(urllib.request.urlopen(url + "api/inventory").read())["rows"]
+    first = min(rows, key=lambda r: r["name"])
+    req = urllib.request.Request(url + f"api/inventory/photos/{first['id']}/fields/manufacturer", method="PUT",
+                                 data=json.dumps({"value": "ACME Motors"}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req).read()
+    expect(page.locator("#inv-table tbody tr")).to_have_count(12, timeout=30_000)
+    expect(page.locator("#inv-table")).to_contain_text("ACME Motors", timeout=30_000)
+    out = ROOT / "docs" / "images" / "inventory.png"
+    page.screenshot(path=str(out))
+    print(f"take_screenshots: {out.relative_to(ROOT)}", file=sys.stderr)
+    page.close()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "test_sampling": ("llama", "reference"), "test_server": ("llama",), "test_shipping": (),
     "test_synth": ("reference",), "test_ui_browser": ("llama", "display"), "test_window": ("llama", "display"),
     "test_winpe_check": (), "test_windows_fallback": ("llama",), "test_vulkan": ("llama",),
+    "test_inventory": ("llama",), "test_inventory_api": ("llama",), "test_inventory_remote": ("llama",),
+    "test_inventory_export": (), "test_inventory_browser": ("llama", "display"), "test_heic": ("llama",),
+    "test_remote_engine": ("llama",), "test_plate_confidence": ("llama",),
 }
 
 
