@@ -3,7 +3,7 @@ names it — tried with the ``openai`` client and raw JSON against the real serv
 
 Served here: ``n`` (choice i sampled with seed + i, one after another) and ``stop`` (the answer ends
 before the first stop sequence). Refused: tool calling (``tools`` a call could come from,
-``tool_choice`` "required"/named, the legacy ``functions``), ``logprobs``/``top_logprobs``,
+``tool_choice`` "required"/named, the legacy ``functions``), ``top_logprobs`` above 0, ``logprobs`` with ``stop``,
 ``logit_bias``, ``reasoning_effort``, ``verbosity`` other than medium, audio output, web search,
 and any field the server does not know. The answer cache is off, so every answer is generated.
 """
@@ -127,7 +127,8 @@ REFUSED = {
                           "tool_choice"),
     "functions": ({"functions": [TOOL["function"]]}, "functions"),
     "function_call-named": ({"function_call": {"name": "read"}}, "function_call"),
-    "logprobs": ({"logprobs": True}, "logprobs"),
+    "logprobs-not-bool": ({"logprobs": "yes"}, "logprobs"),
+    "logprobs-with-stop": ({"logprobs": True, "stop": ["x"]}, "stop"),
     "top_logprobs": ({"top_logprobs": 2}, "top_logprobs"),
     "logit_bias": ({"logit_bias": {"1234": 5}}, "logit_bias"),
     "reasoning_effort": ({"reasoning_effort": "low"}, "reasoning_effort"),
@@ -162,7 +163,7 @@ def test_unsupported_response_format_type_names_it(srv):
 
 def test_the_openai_client_sees_the_refusal(client):
     for kw, param in (({"n": 9}, "n"), ({"tools": [TOOL], "tool_choice": "required"}, "tool_choice"),
-                      ({"tools": [TOOL]}, "tools"), ({"logprobs": True, "top_logprobs": 3}, "logprobs"),
+                      ({"tools": [TOOL]}, "tools"), ({"logprobs": True, "top_logprobs": 3}, "top_logprobs"),
                       ({"extra_body": {"best_of": 3}}, "best_of")):
         with pytest.raises(openai.BadRequestError) as ei:
             _ask(client, **kw)
@@ -176,6 +177,7 @@ ACCEPTED = {
     "tool_choice-auto-without-tools": {"tool_choice": "auto"},
     "tools-empty": {"tools": []},
     "logprobs-false": {"logprobs": False, "top_logprobs": 0},
+    "logprobs-true": {"logprobs": True},
     "logit_bias-empty": {"logit_bias": {}},
     "modalities-text": {"modalities": ["text"]},
     "verbosity-medium": {"verbosity": "medium"},

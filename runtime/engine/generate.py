@@ -1,15 +1,18 @@
 """Token generation as a plain generator of small dataclasses (CLI, server and UI consume it).
 
 Each yielded :class:`Step` carries a text piece, whether it is answer or reasoning, the token
-id, running counts and timings; the last one has ``finish_reason`` set. Before the first token a
-stream may carry :class:`Progress` items (reading the photo and the prompt) when asked for.
+id, running counts and timings, and the tokens its text is made of (with their log-probabilities
+when asked for); the last one has ``finish_reason`` set. Before the first token a stream may carry
+:class:`Progress` items (reading the photo and the prompt) when asked for.
 """
 from __future__ import annotations
 
 import codecs
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
+
+import numpy as np
 
 from runtime.llama.pair import LlamaPair
 from runtime.engine.sampling import DEFAULT_REASONING_BUDGET, Sampler
@@ -38,6 +41,18 @@ class Timings:
         return 1000.0 * self.n_decoded / self.decode_ms if self.decode_ms > 0 else 0.0
 
 
+class TokenLogprob(NamedTuple):
+    """One token of a step's text. ``text`` is what it adds to ``Step.text``: a token whose bytes
+    end inside a UTF-8 character adds "" and the token that completes the character carries it
+    (so the texts of a step's pieces join to exactly its text, and their offsets are the answer's
+    own); leading whitespace the answer trims is "" too. ``raw`` is the token's own bytes.
+    Indexable as (text, logprob), what ``runtime.tasks.plate_confidence`` reads."""
+    text: str
+    logprob: float | None     # ln p(token) under the model's raw distribution; None: not asked for, or fed by us
+    token: int | None
+    raw: bytes
+
+
 @dataclass
 class Step:
     text: str
@@ -49,6 +64,16 @@ class Step:
     finish_reason: str | None = None   # stop | length | context | cancelled
     cached: bool = False
     reasoning_capped: bool = False     # the reasoning reached its budget and was closed for it
+    # the tokens this step's text is made of, in order (markup tokens — <think>, </think>, the box
+    # markers — show no text and are not listed); empty for a cached replay without them
+    pieces: tuple[TokenLogprob, ...] = ()
+    # ln of the probability of this step's text: the sum over ``pieces`` (one token: that token's);
+    # None when logprobs were not asked for or a token was fed by the runtime (``</think>`` at the budget)
+    logprob: float | None = None
+
+    def __post_init__(self):
+        if self.logprob is None and self.pieces and all(p.logprob is not None for p in self.pieces):
+            self.logprob = float(sum(p.logprob for p in self.pieces))
 
 
 @dataclass
@@ -78,7 +103,7 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
                   on_token: Callable[[int], None] = lambda t: None, t_start: float | None = None,
                   n_cells_extra: int = 0, reasoning_budget: int = DEFAULT_REASONING_BUDGET,
                   max_total: int | None = None, jump_forward: bool = False,
-                  on_pass: Callable[[], None] = lambda: None) -> Iterator[Step]:
+                  on_pass: Callable[[], None] = lambda: None, logprobs: bool = False) -> Iterator[Step]:
     """Sample from the context's current logits onward.
 
     Budgets are apart: ``max_tokens`` counts the answer, ``reasoning_budget`` the reasoning
@@ -96,8 +121,14 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
     same batch as the sampled token and verified row by row (runtime/engine/jump_forward.py);
     ``timings`` counts the passes, and the forced tokens kept and rejected. ``on_pass`` runs
     before each pass (the engine looks at the CPU's load again: runtime/llama/cpu_share.py).
+
+    With ``logprobs`` each token's log-probability is read from the logits row it was sampled
+    from (see :func:`token_logprob`): the last row for a plain step, and with jump-forward the
+    verification row before it — row r of a batch predicts the token after the batch's r-th.
+    It is read at once, before the next decode or a truncation can overwrite that row.
     """
     stops = stop_ids(pair)
+    lp = (lambda row, t: token_logprob(pair, row, t)) if logprobs else (lambda row, t: None)
     out = _TextOut(pair, thinking)
     drafter = None
     if jump_forward and sampler.grammar is not None and not thinking:
@@ -107,6 +138,7 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
     t_first = None
     reason = "length"
     tok: int | None = None          # a token the last verification sampled, not yet fed
+    tok_lp: float | None = None     # its log-probability (from the row it was sampled from)
     while (out.n - out.n_reasoning < max_tokens or out.mode == "reasoning") and (max_total is None or out.n < max_total):
         if cancelled():
             reason = "cancelled"
@@ -118,9 +150,11 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
         if tok is None:
             if out.mode == "reasoning" and out.n_reasoning >= reasoning_budget and out.think_close is not None:
                 tok, out.capped = out.think_close, True   # the budget is spent: close the reasoning ourselves
+                tok_lp = None      # the model did not choose it
                 sampler.accept(tok)
             else:
                 tok = sampler.sample(pair.ctx)
+                tok_lp = lp(-1, tok)
         if tok in stops or pair.ll.llama_vocab_is_eog(pair.vocab, tok):
             reason = "stop"
             break
@@ -134,13 +168,14 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
         on_pass()
         n_past, _ = pair.decode_tokens([tok] + draft, n_past, logits="flag_all" if draft else "flag")
         timings.passes += 1
-        batch, tok = [tok], None
+        batch, lps, tok = [tok], [tok_lp], None
         for row, d in enumerate(draft):   # the model's own choice after each row, with the same chain
             s = sampler.sample(pair.ctx, row)
             if s != d:
-                tok = s
+                tok, tok_lp = s, lp(row, s)
                 break
             batch.append(d)
+            lps.append(lp(row, d))   # a kept draft token: the model's own probability of it at that row
         kept = len(batch) - 1
         timings.forced += kept
         if kept < len(draft):
@@ -148,15 +183,31 @@ def decode_stream(pair: LlamaPair, sampler: Sampler, n_past: int, *, max_tokens:
             n_past -= len(draft) - kept
             pair.truncate(n_past)    # the rows after the first difference leave the cache
         timings.decode_ms = 1000 * (time.perf_counter() - t_first)  # spans the decodes since the first sample
-        for t in batch:
+        for t, t_lp in zip(batch, lps):
             on_token(t)
-            step = out.piece(t, prompt_tokens, timings)
+            step = out.piece(t, prompt_tokens, timings, t_lp)
             timings.n_decoded = out.n
             if step is not None:
                 yield step
         if draft and tok is None:
             tok = sampler.sample(pair.ctx, len(draft))   # every row agreed: the next from the last row
+            tok_lp = lp(len(draft), tok)
     yield out.last(reason, prompt_tokens, timings)
+
+
+def token_logprob(pair: LlamaPair, row: int, token: int) -> float:
+    """ln p(``token``) under the softmax of output ``row``'s logits (-1: the last row).
+
+    The raw distribution, not the one the grammar leaves: renormalising over the tokens the
+    grammar allows would need the grammar applied to the whole vocabulary a second time per token
+    (llama_sampler_sample does not hand out its probabilities). Where the grammar forces a token
+    the raw probability still says how sure the model itself was (bench/plate_confidence.py
+    measures how well it separates right fields from wrong ones). The sum is float64 (a float32 sum
+    over the vocabulary would round the small probabilities away) but the logits are not copied to
+    float64 first: on GLM-4.6V's 151 552 tokens that halves the cost (about 1 ms a token here)."""
+    x = np.ctypeslib.as_array(pair.ll.llama_get_logits_ith(pair.ctx, row), shape=(pair.n_vocab,))
+    m = float(x.max())
+    return float(x[token]) - m - float(np.log(np.exp(x - np.float32(m), dtype=np.float64).sum()))
 
 
 def jump_forward_counts(t: Timings) -> dict:
@@ -177,8 +228,17 @@ class _TextOut:
         self.pending = b""
         self.n = self.n_reasoning = 0
         self.capped = False
+        self.waiting: list[TokenLogprob] = []   # tokens whose text has not been shown yet
 
-    def piece(self, tok: int, prompt_tokens: int, timings: Timings) -> Step | None:
+    def _pieces(self, text: str) -> tuple[TokenLogprob, ...]:
+        """The waiting tokens as the pieces of a step showing ``text``: the last of them (the one
+        that completed it) carries the text, the others ""."""
+        w, self.waiting = self.waiting, []
+        if w and text:
+            w[-1] = w[-1]._replace(text=text)
+        return tuple(w)
+
+    def piece(self, tok: int, prompt_tokens: int, timings: Timings, logprob: float | None = None) -> Step | None:
         """Account for one token that is now in the context; the step to show, if any."""
         if self.mode == "reasoning" or (tok == self.think_open and self.thinking):   # <think>…</think> is reasoning
             self.n_reasoning += 1
@@ -190,27 +250,35 @@ class _TextOut:
         if tok == self.think_close and self.mode == "reasoning":
             text, self.pending = self.pending.decode(errors="replace"), b""
             self.mode = "answer"
-            return Step(text, "reasoning", tok, prompt_tokens, n, timings) if text else None
+            pieces = self._pieces(text)
+            return Step(text, "reasoning", tok, prompt_tokens, n, timings, pieces=pieces) if text else None
         if tok in self.hidden:
             return None
-        self.pending += self.pair.token_piece(tok)
+        raw = self.pair.token_piece(tok)
+        self.pending += raw
+        self.waiting.append(TokenLogprob("", logprob, tok, raw))
         text, self.pending = _split_utf8(self.pending)
         if self.mode == "expect":
             if not text.strip():
-                return None            # the newline before <think>
+                self.waiting = []      # the newline before <think> is shown nowhere
+                return None
             self.mode = "answer"
         if self.mode == "answer" and self.at_answer_start:
             text = text.lstrip()
             self.at_answer_start = not text
         if text:
-            return Step(text, "reasoning" if self.mode == "reasoning" else "answer", tok, prompt_tokens, n, timings)
+            return Step(text, "reasoning" if self.mode == "reasoning" else "answer", tok, prompt_tokens, n, timings,
+                        pieces=self._pieces(text))
         return None
 
     def last(self, reason: str, prompt_tokens: int, timings: Timings) -> Step:
         # a cut answer may stop inside a character: drop its first bytes rather than show U+FFFD
         tail = self.pending.decode(errors="replace") if reason == "stop" else ""
-        return Step(tail.lstrip() if self.at_answer_start else tail, "reasoning" if self.mode == "reasoning" else "answer",
-                    None, prompt_tokens, self.n, timings, finish_reason=reason, reasoning_capped=self.capped)
+        tail = tail.lstrip() if self.at_answer_start else tail
+        # a cut character's tokens stay listed (text ""): every answer token is accounted for
+        return Step(tail, "reasoning" if self.mode == "reasoning" else "answer",
+                    None, prompt_tokens, self.n, timings, finish_reason=reason, reasoning_capped=self.capped,
+                    pieces=self._pieces(tail))
 
 
 def _split_utf8(buf: bytes) -> tuple[str, bytes]:

@@ -18,7 +18,7 @@ import numpy as np
 from runtime.engine import chat_template
 
 from runtime.engine import photo_memory
-from runtime.engine.generate import Progress, Step, Timings, collect, decode_stream
+from runtime.engine.generate import Progress, Step, Timings, TokenLogprob, collect, decode_stream
 from runtime.engine.images import PreparedImage
 from runtime.llama.pair import Interrupted
 from runtime.engine.sampling import DEFAULT_REASONING_BUDGET, Sampler, SamplingOptions
@@ -83,12 +83,15 @@ class Session:
     def ask(self, question: str, *, max_tokens: int = 256, sampling: SamplingOptions | None = None,
             cancelled: Callable[[], bool] = lambda: False, use_cache: bool = True,
             reasoning_budget: int = DEFAULT_REASONING_BUDGET, max_total: int | None = None,
-            progress: bool = False) -> Iterator[Step | Progress]:
+            progress: bool = False, logprobs: bool = False) -> Iterator[Step | Progress]:
         """Answer ``question``; ``sampling`` defaults to the model's own settings (seeded).
 
         Every setting carries a seed, so an answer is a pure function of the key below and is
         cached whatever the temperature. With ``progress`` the stream also carries
-        :class:`Progress` items while the photo and prompt are read (see runtime/engine/progress.py)."""
+        :class:`Progress` items while the photo and prompt are read (see runtime/engine/progress.py).
+        With ``logprobs`` each step's ``pieces`` carry their tokens' log-probabilities (opt-in: a
+        softmax over the vocabulary per token); a cached answer stored without them is not
+        replayed then but generated again (and stored with them)."""
         eng = self.engine
         sampling = eng.sampling if sampling is None else sampling
         cache_key = None
@@ -97,23 +100,27 @@ class Session:
                                              self.enable_thinking, sampling.key(), max_tokens,
                                              reasoning_budget if self.enable_thinking else 0, max_total)
             hit = eng.answer_cache.get(cache_key)
-            if hit is not None:
+            if hit is not None and (not logprobs or "pieces" in hit):
                 yield from self._replay_cached(question, hit)
                 return
         with eng.lock:
             steps = self._prefill_and_decode(question, max_tokens, sampling, cancelled, reasoning_budget, max_total,
-                                             progress)
-            answer, reasoning = [], []
+                                             progress, logprobs)
+            answer, reasoning, pieces = [], [], []
             for s in steps:
                 if isinstance(s, Progress):
                     yield s
                     continue
                 (reasoning if s.kind == "reasoning" else answer).append(s.text)
+                if s.kind == "answer":
+                    pieces += s.pieces
                 yield s
                 last = s
         record = {"answer": "".join(answer), "reasoning": "".join(reasoning),
                   "finish_reason": last.finish_reason, "prompt_tokens": last.prompt_tokens,
                   "completion_tokens": last.completion_tokens, "reasoning_capped": last.reasoning_capped}
+        if logprobs:   # the answer's tokens, so that a replay gives the same log-probabilities
+            record["pieces"] = [[p.text, p.logprob, p.token, p.raw.hex()] for p in pieces]
         self._remember(question, record)
         if cache_key and last.finish_reason in ("stop", "length"):
             eng.answer_cache.put(cache_key, record)
@@ -129,8 +136,10 @@ class Session:
         t = Timings()
         if hit.get("reasoning"):
             yield Step(hit["reasoning"], "reasoning", None, hit["prompt_tokens"], hit["completion_tokens"], t, cached=True)
+        pieces = tuple(TokenLogprob(x, lp, tok, bytes.fromhex(raw)) for x, lp, tok, raw in hit.get("pieces") or ())
         yield Step(hit["answer"], "answer", None, hit["prompt_tokens"], hit["completion_tokens"], t,
-                   finish_reason=hit["finish_reason"], cached=True, reasoning_capped=bool(hit.get("reasoning_capped")))
+                   finish_reason=hit["finish_reason"], cached=True, reasoning_capped=bool(hit.get("reasoning_capped")),
+                   pieces=pieces)
         self._remember(question, hit)
 
     def _prefill(self, question: str, timings: Timings, last_logits: str = "flag", *,
@@ -228,7 +237,7 @@ class Session:
 
     def _prefill_and_decode(self, question: str, max_tokens: int, sampling: SamplingOptions,
                             cancelled: Callable[[], bool], reasoning_budget: int, max_total: int | None,
-                            progress: bool = False) -> Iterator[Step | Progress]:
+                            progress: bool = False, logprobs: bool = False) -> Iterator[Step | Progress]:
         """One turn on the model: bring the cache to the prompt (``_prefill``), then sample the
         answer (generate.decode_stream); a cancel during the prefill ends it with one empty step."""
         pair = self.engine.pair
@@ -256,7 +265,7 @@ class Session:
                                      max_tokens=max_tokens, reasoning_budget=reasoning_budget, max_total=max_total,
                                      prompt_tokens=prompt_tokens, timings=timings, thinking=self.enable_thinking,
                                      cancelled=cancelled, on_token=self.engine.kv.append, t_start=t0,
-                                     jump_forward=self.engine.jump_forward, on_pass=threads.tick)
+                                     jump_forward=self.engine.jump_forward, on_pass=threads.tick, logprobs=logprobs)
         finally:
             sampler.close()
 

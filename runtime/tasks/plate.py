@@ -79,11 +79,15 @@ class PlateReading:
     values: dict[str, Quantity] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     raw: str = ""
+    # per field, how sure the model was of its value, in [0, 1] (runtime/tasks/plate_confidence.py);
+    # None for a field not read or without log-probabilities; empty when none were asked for
+    confidence: dict[str, float | None] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         parsed = {k: {"value": q.value, "unit": q.unit, **({"max": q.value_max} if q.value_max else {})}
                   for k, q in self.values.items()}
-        return {"fields": self.fields, "parsed": parsed, "warnings": self.warnings, "raw": self.raw}
+        return {"fields": self.fields, "parsed": parsed, "warnings": self.warnings, "raw": self.raw,
+                "confidence": self.confidence}
 
 
 def parse_quantity(text: str, default_unit: str = "") -> Quantity | None:
@@ -188,7 +192,7 @@ def to_table(r: PlateReading) -> str:
     return "\n".join(out)
 
 
-def _formula_safe(cell: str) -> str:
+def formula_safe_cell(cell: str) -> str:
     """A cell a spreadsheet would run as a formula (a photo name or a value read off a plate) is
     prefixed with ' ; readings such as "-20 °C" or "+40" stay as they are."""
     if cell[:1] in ("=", "@", "\t", "\r") or (cell[:1] in ("+", "-") and not re.match(r"[+-][\d.]", cell)):
@@ -205,7 +209,7 @@ def to_csv(readings: list[tuple[str, PlateReading]], formula_safe: bool = False,
         row = ([photo] + [r.fields.get(k) or "" for k, _ in FIELDS]
                + ["; ".join(f"{o.get('name')}={o.get('value')}" for o in r.fields.get("other") or []),
                   " | ".join(r.warnings)])
-        w.writerow([_formula_safe(str(c)) for c in row] if formula_safe else row)
+        w.writerow([formula_safe_cell(str(c)) for c in row] if formula_safe else row)
     return buf.getvalue()
 
 

@@ -5,7 +5,9 @@ server and the self-test alike.
 ``read_plate_events`` is the reading as a stream (the window, the app API, ``glmv read-plate``):
 the progress of the photo and prompt, then each field the moment its value is complete, the
 decode speed with an estimate of what remains, and at the end one :class:`PlateDone` — complete,
-or stopped and marked incomplete (what was read so far; never logged as a reading).
+or stopped and marked incomplete (what was read so far; never logged as a reading). Every field
+carries the model's confidence in it (runtime/tasks/plate_confidence.py), from the answer's token
+log-probabilities, which the reading always asks for.
 ``read_plate_photo`` runs it to the end and logs it (the CLI, the self-test).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Callable, Iterator
 from runtime.engine.generate import Progress, Step
 from runtime.engine.sampling import SamplingOptions
 from runtime.tasks import plate
+from runtime.tasks.plate_confidence import field_confidences
 from runtime.tasks.plate_parser import FieldParser
 
 # the fields the answer holds, "other" (the plate's other name/value pairs) last
@@ -33,6 +36,7 @@ class PlateField:
     value: object
     done: int            # fields complete so far, this one included
     total: int
+    confidence: float | None = None   # in [0, 1]; the same as the final reading's for this field
     kind: str = "field"
 
 
@@ -59,6 +63,11 @@ class PlateDone:
     complete: bool
     kind: str = "done"
 
+    @property
+    def confidence(self) -> dict[str, float | None]:
+        """Per field, how sure the model was (the reading's own ``confidence``)."""
+        return self.reading.confidence
+
 
 def plate_sampling(base: SamplingOptions) -> SamplingOptions:
     """``base`` with the read-plate schema's grammar: the answer always parses."""
@@ -80,7 +89,7 @@ def log_record(*, photo: str, photo_sha256: str, model: str, mmproj: str, quant:
     files and quant, fields, warnings, raw answer)."""
     return {"time": when or time.strftime("%Y-%m-%dT%H:%M:%S%z"), "photo": photo, "photo_sha256": photo_sha256,
             "model": model, "mmproj": mmproj, "quant": quant, "fields": reading.fields,
-            "warnings": reading.warnings, "raw": raw, "cached": cached}
+            "confidence": reading.confidence, "warnings": reading.warnings, "raw": raw, "cached": cached}
 
 
 def partial_reading(fields: dict, last: Step) -> plate.PlateReading:
@@ -100,10 +109,11 @@ def read_plate_events(session, *, sampling: SamplingOptions, max_tokens: int, us
     already carries the grammar (``plate_sampling``). The answer's own steps pass through too."""
     parser = FieldParser()
     raw: list[str] = []
+    pieces: list = []      # the answer's tokens with their logprobs, for the confidences
     last: Step | None = None
     t_report = 0.0
     for step in session.ask(plate.PROMPT, max_tokens=max_tokens, sampling=sampling, use_cache=use_cache,
-                            cancelled=cancelled, progress=progress):
+                            cancelled=cancelled, progress=progress, logprobs=True):
         yield step
         if isinstance(step, Progress):
             continue
@@ -111,9 +121,12 @@ def read_plate_events(session, *, sampling: SamplingOptions, max_tokens: int, us
         if step.kind != "answer":
             continue
         raw.append(step.text)
+        pieces += step.pieces
         new = parser.feed(step.text) if step.text else []
+        # a complete value's tokens are all in: later tokens start after its closing character
+        conf = field_confidences(pieces, keys=[k for k, _ in new]) if new else {}
         for key, value in new:
-            yield PlateField(key, value, len(parser.fields), len(FIELD_KEYS))
+            yield PlateField(key, value, len(parser.fields), len(FIELD_KEYS), conf.get(key))
         now = time.perf_counter()
         if (new or now - t_report >= DECODE_EVERY_S) and not step.finish_reason:
             t_report = now
@@ -123,6 +136,8 @@ def read_plate_events(session, *, sampling: SamplingOptions, max_tokens: int, us
     complete = last.finish_reason in ("stop", "length")
     reading = finish(text, last, max_tokens, limit_name) if complete else partial_reading(parser.fields, last)
     reading.raw = text
+    # a cached reading from before confidences were kept has no pieces: no confidence, not a guess
+    reading.confidence = field_confidences(pieces) if "".join(p.text for p in pieces) == text else {}
     yield PlateDone(reading, text, last, complete)
 
 
@@ -143,14 +158,16 @@ def stream_event(ev) -> dict | None:
     if isinstance(ev, Progress):
         return as_event(ev)
     if isinstance(ev, PlateField):
-        return {"type": "field", "key": ev.key, "value": ev.value, "done": ev.done, "total": ev.total}
+        return {"type": "field", "key": ev.key, "value": ev.value, "done": ev.done, "total": ev.total,
+                "confidence": ev.confidence}
     if isinstance(ev, PlateDecode):
         return {"type": "decode", "tokens": ev.tokens, "fields_done": ev.fields_done, "fields_total": ev.fields_total,
                 "decode_s": round(ev.decode_s, 2), "decode_tps": round(ev.decode_tps, 2),
                 "eta_s": None if ev.eta_s is None else round(ev.eta_s, 1)}
     if isinstance(ev, PlateDone):
         t = ev.last.timings
-        return {"type": "done", "reading": ev.reading.as_json(), "incomplete": not ev.complete,
+        return {"type": "done", "reading": ev.reading.as_json(), "confidence": ev.confidence,
+                "incomplete": not ev.complete,
                 "finish_reason": ev.last.finish_reason, "prompt_tokens": ev.last.prompt_tokens,
                 "completion_tokens": ev.last.completion_tokens, "ttft_ms": round(t.ttft_ms, 1),
                 "decode_ms": round(t.decode_ms, 1), "decode_tps": round(t.decode_tps, 2), "cached": ev.last.cached,

@@ -12,7 +12,8 @@ same answer — what field records need. Remote image URLs are refused: the serv
 
 Every request field is served, accepted and ignored (it cannot change the answer), or refused
 with a 400 naming it (``check_fields``): a client is never answered as if a field it sent had
-been honoured. ``n`` and ``stop`` are run by ``openai_choices``.
+been honoured. ``n``, ``stop`` and ``logprobs`` (the chosen tokens' log-probabilities, in OpenAI's
+shape) are run by ``openai_choices``.
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ class ChatRequest:
     max_total: int | None = None      # a client's max_tokens with thinking on: reasoning included
     n: int = 1                        # choices, each sampled with its own seed (seed + index)
     stops: tuple[str, ...] = ()       # the answer ends before the first of these
+    logprobs: bool = False            # each answer token's log-probability (top_logprobs: always 0)
 
     def key(self, image_sha: str) -> str:
         return history_key(image_sha, self.thinking, self.history)
@@ -174,7 +176,8 @@ def parse_chat(body: dict, *, n_ctx: int, defaults: SamplingOptions = SamplingOp
     max_total = min(client_cap, n_ctx) if thinking and client_cap is not None else None
     return ChatRequest(history, question, image, min(max_tokens, n_ctx), sampling, bool(body.get("stream")),
                        bool(so.get("include_usage")), thinking, str(body.get("model") or ""),
-                       reasoning_budget=budget, max_total=max_total, n=_choices_n(body), stops=_stops(body))
+                       reasoning_budget=budget, max_total=max_total, n=_choices_n(body), stops=_stops(body),
+                       logprobs=_logprobs(body))
 
 
 # request field -> SamplingOptions field: OpenAI's own, then the common extensions (vLLM and
@@ -209,13 +212,12 @@ def _sampling(body: dict, defaults: SamplingOptions) -> SamplingOptions:
 # know. A new served field must be added to SERVED_FIELDS (the sampling ones come from SAMPLING_FIELDS).
 SERVED_FIELDS = {"messages", "model", "max_tokens", "max_completion_tokens", "stream", "stream_options",
                  "response_format", "n", "stop", "thinking", "thinking_budget", "chat_template_kwargs",
+                 "logprobs", "top_logprobs",   # see _logprobs
                  "tools", "tool_choice", "functions", "function_call"}   # the last four: see _check_tools
 IGNORED_FIELDS = {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key",
                   "prompt_cache_retention", "parallel_tool_calls", "prediction"}
 # field -> (the value asks for something this server does not do, what to send instead)
 REFUSED_FIELDS = {
-    "logprobs": (lambda v: bool(v), "log probabilities are not returned by this server"),
-    "top_logprobs": (lambda v: v not in (None, 0), "log probabilities are not returned by this server"),
     "logit_bias": (lambda v: bool(v), "its keys are token ids of OpenAI's tokenizers, which mean other "
                                       "tokens to GLM-4.6V"),
     "reasoning_effort": (lambda v: v is not None, "GLM-4.6V's thinking is on or off, not graded: send "
@@ -263,6 +265,25 @@ def _choices_n(body: dict) -> int:
     if not positive_int(n) or n > MAX_CHOICES:
         raise RequestError(f"n must be a whole number from 1 to {MAX_CHOICES} (each choice is a full generation)", "n")
     return n
+
+
+def _logprobs(body: dict) -> bool:
+    """``logprobs: true`` is served (the chosen token's log-probability, from the model's raw
+    distribution); ``top_logprobs`` above 0 is refused: the alternatives would cost a sort of the
+    vocabulary per token and nothing here needs them. With ``stop`` it is refused too: a stop
+    sequence cuts the answer inside a token, so the tokens would no longer be the answer's."""
+    lp, top = body.get("logprobs"), body.get("top_logprobs")
+    if lp is not None and not isinstance(lp, bool):
+        raise RequestError("logprobs must be true or false", "logprobs")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20):
+        raise RequestError("top_logprobs must be a whole number from 0 to 20", "top_logprobs")
+    if top:
+        raise RequestError("top_logprobs above 0 is not supported: only the chosen token's log probability is "
+                           "returned (send logprobs: true, top_logprobs: 0)", "top_logprobs")
+    if lp and body.get("stop"):
+        raise RequestError("logprobs cannot be combined with stop: a stop sequence may end the answer inside a "
+                           "token — leave stop out and cut the answer yourself", "stop")
+    return bool(lp)
 
 
 def _stops(body: dict) -> tuple[str, ...]:
@@ -316,9 +337,10 @@ def completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex[:24]
 
 
-def chunk(cid: str, model: str, created: int, delta: dict, finish: str | None = None, index: int = 0) -> dict:
+def chunk(cid: str, model: str, created: int, delta: dict, finish: str | None = None, index: int = 0,
+          logprobs: dict | None = None) -> dict:
     return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]}
 
 
 def usage(lasts) -> dict:
@@ -346,14 +368,16 @@ def split_choices(steps: list) -> list[tuple[str, str, object]]:
     return out
 
 
-def completion(cid: str, model: str, choices: list[tuple[str, str, object]]) -> dict:
+def completion(cid: str, model: str, choices: list[tuple[str, str, object]],
+               logprobs: list[dict] | None = None) -> dict:
+    """``logprobs``: each choice's ``logprobs`` object (openai_choices.choice_logprobs), or None."""
     out = []
     for i, (answer, reasoning, last) in enumerate(choices):
         msg = {"role": "assistant", "content": answer}
         if reasoning:
             msg["reasoning_content"] = reasoning
         out.append({"index": i, "message": msg, "finish_reason": FINISH.get(last.finish_reason, "stop"),
-                    "logprobs": None})
+                    "logprobs": logprobs[i] if logprobs else None})
     return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": out, "usage": usage([c[2] for c in choices])}
 

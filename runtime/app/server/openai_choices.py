@@ -1,4 +1,5 @@
-"""The choices of one OpenAI chat request: ``n`` answers one after another, cut at stop sequences.
+"""The choices of one OpenAI chat request: ``n`` answers one after another, cut at stop sequences,
+and their tokens' log-probabilities in OpenAI's shape.
 
 ``openai_api`` parses the request; this runs it on a session inside the server's generation
 worker, yielding the session's :class:`~runtime.engine.generate.Step` objects, so the server streams
@@ -59,3 +60,27 @@ def _cut_at_stops(session, ask: Callable, sampling, stops: tuple[str, ...], canc
             yield replace(st, text=text)
     if hit and session.messages and session.messages[-1].get("role") == "assistant":
         session.messages[-1]["content"] = "".join(sent)
+
+
+def logprobs_content(pieces) -> list[dict]:
+    """A step's tokens (``Step.pieces``) as OpenAI's ``logprobs.content`` entries. ``token`` is
+    the text the token adds to the answer (so the tokens join to the content exactly: a token
+    that ends inside a UTF-8 character shows "" and the next one the whole character), ``bytes``
+    the token's own bytes; ``top_logprobs`` is always empty (top_logprobs 0). A token with no
+    logprob (not possible in an answer: only ``</think>`` is ever fed) would show 0."""
+    return [{"token": p.text, "logprob": p.logprob if p.logprob is not None else 0.0, "bytes": list(p.raw),
+             "top_logprobs": []} for p in pieces]
+
+
+def choice_logprobs(steps: list) -> list[dict]:
+    """Each choice's ``logprobs`` object ({"content": [...], "refusal": None}) from the whole list
+    of steps (a step with ``finish_reason`` ends a choice); the answer's tokens only, as OpenAI's
+    content covers the message content."""
+    out, cur = [], []
+    for st in steps:
+        if st.kind == "answer":
+            cur += logprobs_content(st.pieces)
+        if st.finish_reason:
+            out.append({"content": cur, "refusal": None})
+            cur = []
+    return out

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse
 
 from runtime.app.server import openai_api as oai
 from runtime.app.server.app_state import app_state
-from runtime.app.server.openai_choices import run_choices
+from runtime.app.server.openai_choices import choice_logprobs, logprobs_content, run_choices
 from runtime.app.server.web import EventStream, json_body, progress_event, sse
 
 
@@ -36,7 +36,8 @@ async def chat_completions(request: Request):
 
     def ask(sampling, cancelled):   # one choice; run_choices asks n times and cuts at stop sequences
         return session.ask(req.question, max_tokens=req.max_tokens, sampling=sampling, cancelled=cancelled,
-                           reasoning_budget=req.reasoning_budget, max_total=req.max_total, progress=req.stream)
+                           reasoning_budget=req.reasoning_budget, max_total=req.max_total, progress=req.stream,
+                           logprobs=req.logprobs)
     answer = model_host.start_generation(lambda cancelled: run_choices(session, req, ask, cancelled))
 
     def remember(last):
@@ -45,10 +46,11 @@ async def chat_completions(request: Request):
 
     cid, name, created = oai.completion_id(), st.model_id(), int(time.time())
     if not req.stream:
-        choices = oai.split_choices(await answer.collect(request.is_disconnected))
+        steps = await answer.collect(request.is_disconnected)
+        choices = oai.split_choices(steps)
         if choices:
             remember(choices[-1][2])   # the session holds the last choice's answer
-        return JSONResponse(oai.completion(cid, name, choices))
+        return JSONResponse(oai.completion(cid, name, choices, choice_logprobs(steps) if req.logprobs else None))
 
     async def events():
         index, lasts = 0, []   # choices come one after another; each ends with a finish_reason
@@ -58,9 +60,13 @@ async def chat_completions(request: Request):
                 if step.kind == "progress":   # an SSE comment: OpenAI clients skip it, a person may read it
                     yield oai.progress_comment(progress_event(step))
                     continue
-                if step.text:
+                if step.text or (req.logprobs and step.kind == "answer" and step.pieces):
                     key = "reasoning_content" if step.kind == "reasoning" else "content"
-                    yield sse(oai.chunk(cid, name, created, {key: step.text}, index=index))
+                    # a chunk's logprobs are the tokens of its text (a token that ended inside a
+                    # character rides with the chunk that shows it)
+                    lp = ({"content": logprobs_content(step.pieces), "refusal": None}
+                          if req.logprobs and step.kind == "answer" else None)
+                    yield sse(oai.chunk(cid, name, created, {key: step.text}, index=index, logprobs=lp))
                 if step.finish_reason:
                     lasts.append(step)
                     yield sse(oai.chunk(cid, name, created, {}, oai.FINISH.get(step.finish_reason, "stop"), index))
