@@ -217,3 +217,27 @@ def test_vulkan_through_winevulkan_on_lavapipe_matches_the_cpu(win):
     differ = sorted(k for k in {*cpu, *vk} if cpu.get(k) != vk.get(k))
     print(f"read-plate through Vulkan (Wine) differs from the CPU in {differ or 'no field'}")
     assert len(differ) <= REFERENCE_TOLERANCE, (differ, cpu, vk)
+
+
+def test_folder_with_heic_into_the_inventory_and_xlsx(win, tmp_path):
+    """The Windows bundle reads a folder into the inventory (sqlite3), a HEIC photo through pi-heif's
+    libheif DLLs, a bad file as an error row, and exports the .xlsx (openpyxl)."""
+    import openpyxl
+    from portable_build.windows import wine
+    run, bundle, _ = win
+    folder = tmp_path / "room"
+    folder.mkdir()
+    shutil.copy(SAMPLE, folder / "plate.jpg")
+    shutil.copy(ROOT / "tests" / "data" / "plate-synthetic-rot6.heic", folder / "iphone.heic")
+    (folder / "notes.txt").write_text("not a photo")
+    demo = wine.winpath(bundle / "_internal" / "demo")
+    r = run(["read-plate", wine.winpath(folder), "--json", "--model-dir", demo])
+    assert r.returncode == 1, r.stderr[-3000:]          # the one error row; the batch went on
+    got = {json.loads(x)["photo"]: json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")}
+    assert got["iphone.heic"]["state"] == got["plate.jpg"]["state"] == "done", got
+    assert got["notes.txt"]["state"] == "error"
+    x = run(["inventory", "--xlsx", wine.winpath(tmp_path / "t.xlsx")])
+    assert x.returncode == 0, x.stderr[-3000:]
+    names = [row[0] for row in openpyxl.load_workbook(tmp_path / "t.xlsx")["Readings"].iter_rows(min_row=2,
+                                                                                                  values_only=True)]
+    assert sorted(names) == ["iphone.heic", "notes.txt", "plate.jpg"]
