@@ -145,3 +145,41 @@ def test_serve_answers_by_the_names_allowed(tmp_path):
         assert other.status_code == 421 and "--allow-host" in other.text
     finally:
         stop_serve(p)
+
+
+def test_window_queue_waits_for_an_engine_that_went_away(tmp_path):
+    """The window's queue on a remote engine that is killed mid-batch: it says it is waiting, keeps
+    the photos queued, and finishes every one once the engine is back — each read once."""
+    from runtime.app.server.app import run
+    eng, url = _engine(tmp_path / "engine")
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    h = run("127.0.0.1", 0, data_dir=str(tmp_path / "data"))
+    try:
+        base = h.url
+        requests.put(base + "api/inventory/engine", json={"kind": "remote", "url": url, "token": TOKEN,
+                                                           "concurrency": 1}).raise_for_status()
+        files = [("photo", (p.name, p.read_bytes(), "image/jpeg")) for p in _plates(tmp_path / "in", 10, 3300)]
+        requests.post(base + "api/inventory/photos", files=files).raise_for_status()
+        deadline = time.monotonic() + 120
+        while requests.get(base + "api/inventory").json()["queue"]["counts"]["done"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        eng.send_signal(signal.SIGKILL)
+        eng.wait()
+        while (q := requests.get(base + "api/inventory").json()["queue"])["state"] != "waiting":
+            assert time.monotonic() < deadline, q
+            time.sleep(0.1)
+        assert q["counts"]["done"] < 10 and q["counts"]["queued"] > 0 and url.rstrip("/") in q["message"]
+        before = {r["id"]: (r["read_at"], r["read_s"]) for r in requests.get(base + "api/inventory").json()["rows"]
+                  if r["state"] == "done"}
+        eng, _ = _engine(tmp_path / "engine", "--port", port)
+        deadline = time.monotonic() + 180
+        while (o := requests.get(base + "api/inventory").json())["queue"]["counts"]["done"] < 10:
+            assert time.monotonic() < deadline, o["queue"]
+            time.sleep(0.2)
+        rows = {r["id"]: r for r in o["rows"]}
+        assert all((rows[i]["read_at"], rows[i]["read_s"]) == t for i, t in before.items())
+        assert o["queue"]["state"] == "idle" and o["queue"]["counts"]["error"] == 0
+    finally:
+        h.stop()
+        stop_serve(eng)
