@@ -182,7 +182,9 @@ class Inventory:
         with self._lock:
             cur = self._db.execute("SELECT * FROM photos WHERE rev > ? ORDER BY position, id", (since,))
             photos = cur.fetchall()
-            fixes = self._db.execute("SELECT * FROM corrections").fetchall()
+            # only the corrections of the rows asked for: the window polls this every second
+            fixes = self._db.execute("SELECT * FROM corrections WHERE photo_id IN "
+                                     "(SELECT id FROM photos WHERE rev > ?)", (since,)).fetchall()
         by_photo: dict[int, dict] = {}
         for c in fixes:
             by_photo.setdefault(c["photo_id"], {})[c["field"]] = Correction(json.loads(c["value"]), c["changed"])
