@@ -891,3 +891,25 @@ def test_ui_plate_stop_keeps_what_was_read_and_logs_nothing(slow_demo, browser):
         assert not problems, problems
     finally:
         ctx.close()
+
+
+def test_a_heic_photo_opens_in_the_one_photo_view_through_the_server(served, browser, tmp_path):
+    """A browser cannot show an iPhone's HEIC: the page has the server read it (as the model
+    would) and shows the JPEG it sends back, upright; a damaged HEIC gets the server's message."""
+    heic = ROOT / "tests" / "data" / "plate-synthetic-rot6.heic"
+    ctx, page, problems = _page(browser, "en-US")
+    try:
+        page.goto(served)
+        page.set_input_files("#file", str(heic))
+        sync_api.expect(page.locator("#photo-info")).to_contain_text("plate-synthetic-rot6.heic", timeout=30_000)
+        sync_api.expect(page.locator("#photo-info")).to_contain_text("672×448")   # turned upright
+        sync_api.expect(page.locator("#read-plate")).to_be_enabled(timeout=60_000)
+        cut = tmp_path / "cut.heic"
+        cut.write_bytes(heic.read_bytes()[:2000])
+        page.set_input_files("#file", str(cut))
+        sync_api.expect(page.locator("#notice-text")).to_contain_text("cut.heic", timeout=30_000)
+        sync_api.expect(page.locator("#notice-text")).to_contain_text("damaged or truncated")
+        # the console's one failed request is the refused damaged photo (400), said on the page
+        assert all("400" in p for p in problems), problems
+    finally:
+        ctx.close()

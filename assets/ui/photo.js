@@ -9,6 +9,8 @@ import { store } from "./state.js";
 
 const MAX_SIDE = 4096;        // the server scales to ~0.8 MP anyway; bigger uploads only cost time
 const PNG_MAX_PIXELS = 4e6;   // lossless PNG for screenshots, but not so big it hits the body limit
+// photos the model reads that a browser cannot show (by type or name): shown through the server
+const NOT_SHOWN = /image\/(heic|heif|tiff)|\.(heic|heif|tiff?)$/i;
 
 const canvas = $("#canvas"), ctx = canvas.getContext("2d");
 export const photo = { name: "", type: "", img: null, rot: 0, base: null, crop: null, pending: null };
@@ -18,7 +20,7 @@ let view = null;        // how the view maps to the canvas: {x, y, w, h (base px
 const changeListeners = [];
 export const onPhotoChanged = (fn) => { changeListeners.push(fn); };
 
-async function loadFile(file) {
+async function loadFile(file, converted = false) {
   if (!file) return;
   if (file.type && !file.type.startsWith("image/")) return showNoticeRender(() => t("photo.notImage"));
   const url = URL.createObjectURL(file);
@@ -29,7 +31,17 @@ async function loadFile(file) {
   } catch {
     URL.revokeObjectURL(url);
     const name = file.name;
-    return showNoticeRender(() => t("photo.unreadable", { name }));
+    if (converted || !NOT_SHOWN.test(`${file.type} ${name}`)) return showNoticeRender(() => t("photo.unreadable", { name }));
+    // a format the browser cannot show (an iPhone's HEIC, a TIFF): the server reads it as the model
+    // would and sends it back as a JPEG — or says, in the reading's own words, what is wrong with it
+    try {
+      const form = new FormData();
+      form.append("photo", file, name || "photo");
+      const jpeg = await (await api("/api/photo-view", { method: "POST", body: form })).blob();
+      return await loadFile(new File([jpeg], name || "photo.jpg", { type: "image/jpeg" }), true);
+    } catch (e) {
+      return showError(e);
+    }
   }
   URL.revokeObjectURL(url);
   Object.assign(photo, { name: file.name || "pasted.png", type: file.type, img, rot: 0 });

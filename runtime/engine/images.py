@@ -243,6 +243,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def view_jpeg(data: bytes, *, name: str = "photo", quality: int = 92) -> bytes:
+    """The photo as a JPEG any browser shows (a HEIC from an iPhone, a TIFF): checked as
+    :func:`prepare` checks it (so its refusals are the same), upright, at most the model's own
+    largest size — the window shows and crops what the model can read."""
+    p = prepare(data, name=name, pixel_budget=MAX_PIXEL_BUDGET)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (p.width, p.height), p.rgb).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def load(path: str | Path, **kw) -> PreparedImage:
     p = Path(path)
     if not p.exists():

@@ -88,6 +88,7 @@ ROUTES = [
     Route("/api/status", app_api.status), Route("/api/sample", app_api.sample),
     Route("/api/plate-fields", app_api.plate_fields),
     Route("/api/sessions", app_api.new_conversation, methods=["POST"]),
+    Route("/api/photo-view", app_api.photo_view, methods=["POST"]),
     Route("/api/sessions/{sid}", app_api.conversation_info),
     Route("/api/sessions/{sid}/ask", app_api.ask, methods=["POST"]),
     Route("/api/sessions/{sid}/cancel", app_api.cancel, methods=["POST"]),

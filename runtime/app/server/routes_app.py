@@ -63,6 +63,22 @@ async def new_conversation(request: Request):
     return JSONResponse({"session_id": sid, "width": img.width, "height": img.height})
 
 
+async def photo_view(request: Request):
+    """A photo the browser cannot show itself (HEIC, TIFF) as a JPEG, upright; a photo that is no
+    use is a 400 with the same message the reading would give."""
+    st = app_state(request)
+    form = await request.form(max_files=1, max_fields=2, max_part_size=st.max_body_bytes)
+    photo = form.get("photo")
+    if photo is None or isinstance(photo, str):
+        return err(400, "send the photo as the multipart file field 'photo'")
+    data = await photo.read()
+    try:
+        jpeg = await run_in_threadpool(images.view_jpeg, data, name=photo.filename or "photo")
+    except ImageError as e:
+        return err(400, str(e), "invalid_image")
+    return Response(jpeg, media_type="image/jpeg")
+
+
 async def conversation_info(request: Request):
     conv = app_state(request).conversation(request.path_params["sid"])
     return JSONResponse({"messages": conv.session.messages, "image_encodes": conv.session.image_encodes,

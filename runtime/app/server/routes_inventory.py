@@ -127,18 +127,9 @@ async def photo_file(request: Request):
         return FileResponse(path, media_type="image/jpeg", headers=cache)
     if path.suffix in WEB_VIEWABLE:
         return FileResponse(path, headers=cache)
-    return Response(await run_in_threadpool(_as_jpeg, path), media_type="image/jpeg", headers=cache)
-
-
-def _as_jpeg(path) -> bytes:
-    import io
-    from PIL import Image, ImageOps
-    with Image.open(path) as img:
-        img.seek(0)
-        out = ImageOps.exif_transpose(img).convert("RGB")
-    buf = io.BytesIO()
-    out.save(buf, "JPEG", quality=92)
-    return buf.getvalue()
+    data = await run_in_threadpool(path.read_bytes)
+    return Response(await run_in_threadpool(lambda: images.view_jpeg(data, name=row.name)), media_type="image/jpeg",
+                    headers=cache)
 
 
 ACTIONS = {"skip", "requeue", "remove", "confirm"}
