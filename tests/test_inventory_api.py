@@ -172,3 +172,23 @@ def test_a_heic_photo_is_queued_read_and_shown_as_jpeg(server):
     assert shown.headers["content-type"] == "image/jpeg"
     img = Image.open(io.BytesIO(shown.content))
     assert img.format == "JPEG" and img.width > img.height    # upright: the file's rotation applied
+
+
+def test_photos_wait_and_the_queue_says_why_when_there_is_no_model(tmp_path):
+    from runtime.engine.model_files import ModelFileError
+
+    def locate():
+        raise ModelFileError("no GGUF pair in /nowhere: put the model files there")
+    h = run("127.0.0.1", 0, data_dir=str(tmp_path / "data"), locate=locate)
+    try:
+        deadline = time.monotonic() + 30
+        while requests.get(h.url + "api/status").json()["state"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        added = requests.post(h.url + "api/inventory/photos", files=[("photo", ("p.jpg", _jpeg(800), "image/jpeg"))])
+        assert added.status_code == 200, added.text
+        time.sleep(1.5)
+        q = _overview(h.url)["queue"]
+        assert q["state"] == "waiting" and "no GGUF pair" in q["message"] and q["counts"]["queued"] == 1
+    finally:
+        h.stop()

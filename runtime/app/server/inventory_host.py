@@ -36,6 +36,14 @@ class ModelSlot:
             self._held.on = False
             self.host.gate.release()
 
+    def blocked(self) -> str | None:
+        """Why the queue cannot read now (the model loading or missing), None when it can."""
+        if self.host.state == "loading":
+            return f"waiting for the model to load ({self.host.progress:.0%})"
+        if self.host.state != "ready":
+            return f"this computer's model cannot read: {self.host.message}"
+        return None
+
     def wanted(self) -> bool:
         # admitted interactive requests (running or waiting for the gate), or the server closing
         return self.host.gate.pending > 0 or self.host.closing

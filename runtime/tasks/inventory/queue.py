@@ -84,6 +84,9 @@ class NoSlot:
     def wanted(self) -> bool:
         return False
 
+    def blocked(self) -> str | None:
+        return None
+
 
 class InventoryQueue:
     """Reads ``inventory``'s queue with ``reader`` (see runtime/tasks/inventory/local.py and
@@ -189,7 +192,11 @@ class InventoryQueue:
             estimate = max(0.0, (per * left - done_part) / lanes)
         state = "idle" if self.state == "reading" and not self.current and not counts["queued"] else self.state
         state = "paused" if self.paused and state in ("idle", "reading") else state
-        return {"state": state, "message": self.message, "counts": counts,
+        message = self.message
+        blocked = getattr(self.slot, "blocked", lambda: None)()
+        if blocked and state == "idle" and counts["queued"]:
+            state, message = "waiting", blocked    # e.g. no model installed: photos wait, and the window says why
+        return {"state": state, "message": message, "counts": counts,
                 "current": [c.as_json() for c in sorted(self.current.values(), key=lambda c: c.started)],
                 "per_photo_s": None if per is None else round(per, 2), "measured": len(times),
                 "estimate_s": None if estimate is None else round(estimate, 1),
@@ -198,34 +205,45 @@ class InventoryQueue:
     # --- reading ------------------------------------------------------------------------------
     def _work(self) -> None:
         while not self.closing:
-            if self.paused or self.state in ("stopped", "no_engine") or self.slot.wanted():
-                self._sleep(0.5)
-                continue
-            if not self.slot.acquire(lambda: self.closing or self.paused):
-                continue
             try:
-                row = self.inv.claim_next(self.reader.label)
-                if row is None:
-                    self.state = "idle" if not self.current else self.state
-                    got = None
-                else:
-                    self.state = "reading"
-                    got = self.read_one(row)
-            finally:
-                self.slot.release()
+                self._turn()
+            except Exception as e:  # noqa: BLE001 - the store went away (a stick pulled out): say so, try again
+                self.state, self.message = "waiting", f"the inventory cannot be written ({e}); trying again"
+                self._sleep(5.0)
+
+    def _turn(self) -> None:
+        """One photo (or a short wait): the worker's loop body."""
+        if self.paused or self.state in ("stopped", "no_engine") or self.slot.wanted():
+            self._sleep(0.5)
+            return
+        if not self.slot.acquire(lambda: self.closing or self.paused):
+            self._sleep(0.5)     # the model is not loaded (status says why)
+            return
+        try:
+            row = self.inv.claim_next(self.reader.label)
             if row is None:
-                self._sleep(1.0)    # another process (glmv read-plate) may add photos: look again
-            elif got == "unavailable":
-                pause = max(RETRY_S[min(self._retry, len(RETRY_S) - 1)], self._retry_after or 0)
-                self._retry += 1
-                self._sleep(pause)
-            elif got == "yielded":
-                # the chat wants the model: wait until it has it, then until it is done
-                deadline = time.monotonic() + 2
-                while not self.closing and not self.slot.wanted() and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                while not self.closing and self.slot.wanted():
-                    time.sleep(0.1)
+                self.state = "idle" if not self.current else self.state
+                got = None
+            else:
+                if self.state == "waiting" and self.message.startswith("the inventory cannot"):
+                    self.message = ""
+                self.state = "reading" if self.state != "waiting" else self.state
+                got = self.read_one(row)
+        finally:
+            self.slot.release()
+        if row is None:
+            self._sleep(1.0)    # another process (glmv read-plate) may add photos: look again
+        elif got == "unavailable":
+            pause = max(RETRY_S[min(self._retry, len(RETRY_S) - 1)], self._retry_after or 0)
+            self._retry += 1
+            self._sleep(pause)
+        elif got == "yielded":
+            # the chat wants the model: wait until it has it, then until it is done
+            deadline = time.monotonic() + 2
+            while not self.closing and not self.slot.wanted() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            while not self.closing and self.slot.wanted():
+                time.sleep(0.1)
 
     def _sleep(self, s: float) -> None:
         with self._wake:
