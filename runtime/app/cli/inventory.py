@@ -202,6 +202,7 @@ def _drain(a, inv, queue, ids, paths, out, stop, printed: set[int]) -> int:
                 stop.wait(0.5)     # read by another glmv (the window): wait for it
                 flush()
                 continue
+            _announce(a, queue, row, len(printed) + len(queue.current) + 1, len(ids))
             shown = _PlateDisplay(a, paths[row.id][0]) if lanes == 1 else None
             try:
                 got = queue.read_one(row, on_event=shown.event if shown else None)
@@ -222,6 +223,18 @@ def _drain(a, inv, queue, ids, paths, out, stop, printed: set[int]) -> int:
             t.join(0.2)
     flush()
     return failed[0]
+
+
+def _announce(a, queue, row, k: int, n: int) -> None:
+    """'photo 3 of 12: pump.jpg · about 4 min left' on stderr before each photo's own bar (not with
+    --progress off, nor when machine-readable output goes to a pipe with no terminal to see it)."""
+    quiet = a.show_progress == "off" or ((a.json or a.csv or a.stream) and a.show_progress == "auto"
+                                          and not sys.stderr.isatty())
+    if quiet:
+        return
+    est = queue.status()["estimate_s"]
+    left = f" · about {est / 60:.0f} min left" if est and est >= 90 else (f" · about {est:.0f} s left" if est else "")
+    print(f"glmv: photo {k} of {n}: {row.name}{left}", file=sys.stderr, flush=True)
 
 
 class _Printer:
