@@ -98,6 +98,7 @@ def _read_folder(a, folder: Path) -> int:
         inv.finish_run(run)
         return EXIT_FAIL if failed else EXIT_OK
     queue = InventoryQueue(inv, reader())
+    getattr(queue.reader, "warm", lambda: None)()
     stop = threading.Event()
     import signal
     old = signal.signal(signal.SIGINT, lambda *_: (stop.set(), queue.stop_current()))
