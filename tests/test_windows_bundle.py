@@ -241,3 +241,20 @@ def test_folder_with_heic_into_the_inventory_and_xlsx(win, tmp_path):
     names = [row[0] for row in openpyxl.load_workbook(tmp_path / "t.xlsx")["Readings"].iter_rows(min_row=2,
                                                                                                   values_only=True)]
     assert sorted(names) == ["iphone.heic", "notes.txt", "plate.jpg"]
+
+
+def test_a_reading_left_by_a_dead_process_is_seen_on_windows(win, tmp_path):
+    """The inventory's claim check on Windows (OpenProcess, not os.kill, which would end the
+    process): this process and a live child are alive; the child once killed, and a pid that does
+    not exist, are gone — run by the verified Windows CPython the bundle is made from, under Wine."""
+    from portable_build.windows import python_win, wine
+    py = python_win.windows_python() / "python.exe"
+    code = (f"import os, sys, subprocess; sys.path.insert(0, {wine.winpath(ROOT)!r}); "
+            "from runtime.tasks.inventory.liveness import pid_alive; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "a = pid_alive(p.pid); p.kill(); p.wait(); "
+            "print(pid_alive(os.getpid()), a, pid_alive(p.pid), pid_alive(4000004))")
+    env = wine.environment()
+    env["WINEPREFIX"] = str(win[2])
+    r = subprocess.run([wine._wine(), str(py), "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.stdout.split() == ["True", "True", "False", "False"], (r.stdout, r.stderr[-2000:])

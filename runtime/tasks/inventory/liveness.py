@@ -34,12 +34,18 @@ def pid_alive(pid: int) -> bool | None:
     if os.name == "nt":
         # os.kill on Windows would terminate the process: ask for a handle instead
         import ctypes
-        k32 = ctypes.windll.kernel32
+        from ctypes import wintypes
+        k32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        k32.OpenProcess.restype = wintypes.HANDLE     # a handle is pointer-sized: not ctypes' default int
+        k32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+        k32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+        k32.CloseHandle.argtypes = (wintypes.HANDLE,)
         h = k32.OpenProcess(0x1000, False, pid)   # PROCESS_QUERY_LIMITED_INFORMATION
         if not h:
-            return False
+            # no such process (ERROR_INVALID_PARAMETER); access denied means it is there
+            return False if ctypes.get_last_error() == 87 else None
         try:
-            code = ctypes.c_ulong()
+            code = wintypes.DWORD()
             return bool(k32.GetExitCodeProcess(h, ctypes.byref(code))) and code.value == 259   # STILL_ACTIVE
         finally:
             k32.CloseHandle(h)
