@@ -441,3 +441,37 @@ def test_inventory_queue_controls_detail_panel_and_languages(browser, tmp_path):
 
 def inv_name(url: str, rid: int) -> str:
     return next(r["name"] for r in _inventory(url)["rows"] if r["id"] == rid)
+
+
+def test_the_window_shows_photos_the_cli_read(browser, tmp_path):
+    """`glmv read-plate FOLDER` fills the same inventory: the window lists those photos, read, and
+    says where they came from."""
+    import json
+    import os
+    import subprocess
+    import sys
+    folder = tmp_path / "room"
+    folder.mkdir()
+    for p in _photos(tmp_path)[:2]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "read-plate", str(folder), "--json", "--data-dir",
+                        str(data)], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    names = sorted(json.loads(x)["photo"] for x in r.stdout.splitlines())
+    p, url = start_serve(DEMO_DIR, data, "--threads", "1")
+    ctx, page, problems = _page(browser, "en-US")
+    try:
+        wait_ready(url, timeout=180)
+        _open_inventory(page, url)
+        rows = page.locator("#inv-table tbody tr")
+        sync_api.expect(rows).to_have_count(2, timeout=30_000)
+        for n in names:
+            sync_api.expect(page.locator("#inv-table")).to_contain_text(n)
+        rows.first.locator(".inv-name button").click()
+        sync_api.expect(page.locator("#inv-detail")).to_contain_text("added by glmv read-plate", timeout=30_000)
+        assert not problems, problems
+    finally:
+        ctx.close()
+        stop_serve(p)

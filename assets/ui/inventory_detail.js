@@ -106,6 +106,9 @@ function render() {
   const parts = [t("inv.state." + row.state)];
   if (row.read_at) parts.push(t("inv.readAt", { when: when(row.read_at), s: row.read_s ?? "?" }));
   if (row.width) parts.push(`${row.width}×${row.height}`);
+  // where the reading came from: a photo added by `glmv read-plate FOLDER`, a remote engine
+  if (row.source === "cli") parts.push(t("inv.fromCli"));
+  if (row.engine?.startsWith("remote ")) parts.push(t("inv.byEngine", { url: row.engine.slice(7) }));
   open.info.textContent = parts.join(" · ");
   const [confirm, , requeue] = open.actions.children;
   confirm.disabled = !row.fields || !row.unchecked.length;
