@@ -11,7 +11,6 @@ and the result are JSON lines on stdout, read by the test with its own timeout.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
