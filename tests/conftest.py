@@ -102,3 +102,35 @@ def photo():
     """The test image as a prepared photo: 168×112, so nothing resizes it anywhere."""
     from runtime.engine import images
     return images.prepare(png_bytes(test_image()), name="test.png")
+
+
+# --- headless Chromium for the browser tests (tests/test_ui_browser.py, tests/test_inventory_browser.py) ---
+CHROMIUM = os.environ.get("GLMV_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def _chromium() -> str:
+    """The browser binary; try to install it (root, Debian) before giving up with a clear skip."""
+    import shutil
+    import subprocess
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run("apt-get update -q && apt-get install -y -q --no-install-recommends chromium fonts-noto-cjk",
+                       shell=True, capture_output=True, timeout=600)
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent and could not be installed (run `make system-deps` as root)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright's pip wheel (never `playwright install`)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
+                                                                 "(pip install -e '.[test]')")
+    exe = _chromium()
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.plates import plate_files
 
 from runtime.tasks.inventory.store import FIELD_KEYS, Inventory, InventoryError
 
@@ -23,15 +24,7 @@ BUDGET = 802816
 
 
 def _plates(folder: Path, n: int, seed: int = 900) -> list[Path]:
-    from convert.synthetic.plates import make_plate
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(n):
-        img, _ = make_plate(seed + i)
-        p = folder / f"plate-{i:02d}.jpg"
-        img.save(p, quality=90)
-        out.append(p)
-    return out
+    return plate_files(folder, n, seed)
 
 
 @pytest.fixture()

@@ -10,19 +10,9 @@ import time
 
 import pytest
 import requests
+from support.plates import plate_jpeg
 
 from runtime.app.server.app import run
-
-BUDGET_NOTE = "the demo model's own pixel budget applies (its manifest)"
-
-
-def _jpeg(seed: int) -> bytes:
-    from convert.synthetic.plates import make_plate
-    img, _ = make_plate(seed)
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
 
 @pytest.fixture()
 def server(tmp_path):
@@ -53,7 +43,7 @@ def _until(url: str, cond, timeout: float = 120) -> dict:
 
 def test_photos_in_readings_out_corrections_kept(server):
     url = server.url
-    photos = [("photo", (f"room/p{i}.jpg", _jpeg(400 + i), "image/jpeg")) for i in range(4)]
+    photos = [("photo", (f"room/p{i}.jpg", plate_jpeg(400 + i), "image/jpeg")) for i in range(4)]
     photos += [("photo", ("notes.txt", b"hello", "text/plain")), ("photo", ("again.jpg", photos[0][1][1], "image/jpeg"))]
     added = requests.post(url + "api/inventory/photos", files=photos, timeout=60).json()["added"]
     assert [a["duplicate"] for a in added] == [False] * 5 + [True]
@@ -98,10 +88,10 @@ def test_photos_in_readings_out_corrections_kept(server):
 
 def test_the_chat_is_answered_while_the_queue_runs(server):
     url = server.url
-    files = [("photo", (f"p{i}.jpg", _jpeg(500 + i), "image/jpeg")) for i in range(12)]
+    files = [("photo", (f"p{i}.jpg", plate_jpeg(500 + i), "image/jpeg")) for i in range(12)]
     requests.post(url + "api/inventory/photos", files=files, timeout=60)
     _until(url, lambda o: o["queue"]["counts"]["done"] >= 1)
-    sid = requests.post(url + "api/sessions", files={"photo": ("chat.jpg", _jpeg(999), "image/jpeg")}).json()["session_id"]
+    sid = requests.post(url + "api/sessions", files={"photo": ("chat.jpg", plate_jpeg(999), "image/jpeg")}).json()["session_id"]
     t0 = time.monotonic()
     r = requests.post(url + f"api/sessions/{sid}/ask", json={"question": "What is the serial number?", "max_tokens": 16},
                       timeout=120)
@@ -114,7 +104,7 @@ def test_the_chat_is_answered_while_the_queue_runs(server):
 def test_pause_resume_and_reorder(server):
     url = server.url
     requests.post(url + "api/inventory/queue/pause").raise_for_status()
-    files = [("photo", (f"p{i}.jpg", _jpeg(600 + i), "image/jpeg")) for i in range(3)]
+    files = [("photo", (f"p{i}.jpg", plate_jpeg(600 + i), "image/jpeg")) for i in range(3)]
     ids = [a["id"] for a in requests.post(url + "api/inventory/photos", files=files).json()["added"]]
     time.sleep(1.5)
     o = _overview(url)
@@ -142,7 +132,7 @@ def test_the_window_shows_what_the_cli_read(tmp_path):
     folder = tmp_path / "room"
     folder.mkdir()
     for i in range(2):
-        (folder / f"p{i}.jpg").write_bytes(_jpeg(700 + i))
+        (folder / f"p{i}.jpg").write_bytes(plate_jpeg(700 + i))
     data = tmp_path / "data"
     r = subprocess.run([sys.executable, "-m", "runtime.app.cli", "read-plate", str(folder), "--json", "--data-dir",
                         str(data)], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(root)),
@@ -159,7 +149,7 @@ def test_the_window_shows_what_the_cli_read(tmp_path):
         h.stop()
 
 
-def test_a_heic_photo_is_queued_read_and_shown_as_jpeg(server):
+def test_a_heic_photo_is_queued_read_and_shown_asplate_jpeg(server):
     from pathlib import Path
     from PIL import Image
     heic = Path(__file__).resolve().parent / "data" / "plate-synthetic-rot6.heic"
@@ -185,7 +175,7 @@ def test_photos_wait_and_the_queue_says_why_when_there_is_no_model(tmp_path):
         while requests.get(h.url + "api/status").json()["state"] == "loading":
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        added = requests.post(h.url + "api/inventory/photos", files=[("photo", ("p.jpg", _jpeg(800), "image/jpeg"))])
+        added = requests.post(h.url + "api/inventory/photos", files=[("photo", ("p.jpg", plate_jpeg(800), "image/jpeg"))])
         assert added.status_code == 200, added.text
         time.sleep(1.5)
         q = _overview(h.url)["queue"]

@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from support.serve import CPU_CGROUPS, cpu_quota, start_serve, stop_serve, wait_ready
-from test_ui_browser import H, W, _page, sync_api, CHROMIUM_ARGS, _chromium
+from test_ui_browser import H, W, _page, sync_api
 
 pytestmark = [pytest.mark.llama, pytest.mark.display]
 
@@ -37,15 +37,6 @@ N_PHOTOS = 30
 # slow enough to see the queue move and to kill the server with some photos read and some queued
 QUOTA_PERCENT = 20
 FIELDS = None   # the field keys, in table order (from /api/inventory)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = _chromium()
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def _photos(tmp: Path) -> list[Path]:

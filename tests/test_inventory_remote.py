@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.plates import plate_files
 from support.serve import start_serve, stop_serve, wait_ready
 
 from runtime.tasks.inventory.store import Inventory
@@ -27,14 +28,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _plates(folder: Path, n: int, seed: int) -> list[Path]:
-    from convert.synthetic.plates import make_plate
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(n):
-        img, _ = make_plate(seed + i)
-        out.append(folder / f"p{i:02d}.jpg")
-        img.save(out[-1], quality=90)
-    return out
+    return plate_files(folder, n, seed, "p{:02d}.jpg")
 
 
 def _no_token_in(folder: Path) -> None:

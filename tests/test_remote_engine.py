@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from runtime.engine import images
+from runtime.tasks import plate
 from runtime.tasks.inventory import remote
 from runtime.tasks.inventory.remote import (EngineMisconfigured, EngineRefused, EngineUnavailable, PhotoRejected,
                                             ReadCancelled, RemoteEngine, encode_photo)
@@ -81,9 +82,9 @@ def test_reading_equals_the_local_reading(server, photos, local, caplog):
     assert out.raw == want["raw"]
     assert out.model == "glmv-plates-Q8_0" and out.finish_reason == "stop" and out.seconds > 0
     assert out.prompt_tokens > 300 and out.completion_tokens > 50
-    assert set(out.confidence) == set(remote.FIELD_KEYS)
+    assert set(out.confidence) == set(plate.FIELD_KEYS)
     if out.logprobs:   # this server returns them: every field present in the answer has a confidence
-        assert all(0 < out.confidence[k] <= 1 for k in remote.FIELD_KEYS), out.confidence
+        assert all(0 < out.confidence[k] <= 1 for k in plate.FIELD_KEYS), out.confidence
     # negative control: another plate's reading is not this one's
     assert local[photos[1].name]["fields"] != want["fields"]
     no_token(repr(eng), info, out, *[r.getMessage() for r in caplog.records])
@@ -217,7 +218,7 @@ def _completion(content: str, logprobs=None, finish="stop") -> dict:
                          "logprobs": logprobs}], "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
 
 
-ANSWER = json.dumps({k: ("400 V" if k == "rated_voltage" else None) for k in remote.FIELD_KEYS[:-1]} | {"other": []})
+ANSWER = json.dumps({k: ("400 V" if k == "rated_voltage" else None) for k in plate.FIELD_KEYS[:-1]} | {"other": []})
 
 
 @pytest.fixture
@@ -241,7 +242,7 @@ def test_request_shape_and_logprobs_refused_once_then_remembered(stub, photos, t
     for photo in (photos[0], tiff):
         out = eng.read(photo, cancelled=lambda: False)
         assert out.reading.fields["rated_voltage"] == "400 V" and out.model == "stub-model" and not out.logprobs
-        assert out.confidence == {k: None for k in remote.FIELD_KEYS}
+        assert out.confidence == {k: None for k in plate.FIELD_KEYS}
     paths = [(m, p) for m, p, _, _ in s.seen]
     assert paths == [("GET", "/v1/models")] + [("POST", "/v1/chat/completions")] * 3   # one retry, then remembered
     first, retried, second = (b for _, _, _, b in s.seen[1:])

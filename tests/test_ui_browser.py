@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -31,28 +30,10 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "assets" / "samples" / "plate-synthetic.jpg"
 SCREENSHOT = ROOT / "build" / "ui-screenshot.png"
-CHROMIUM = os.environ.get("GLMV_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 W, H = 1024, 600
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
                                                              "(pip install -e '.[test]')")
-
-
-def _chromium() -> str:
-    """The browser binary; try to install it (root, Debian) before giving up with a clear skip."""
-    if Path(CHROMIUM).exists():
-        return CHROMIUM
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run("apt-get update -q && apt-get install -y -q --no-install-recommends chromium fonts-noto-cjk",
-                       shell=True, capture_output=True, timeout=600)
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent and could not be installed (run `make system-deps` as root)")
-    return CHROMIUM
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +47,6 @@ def served(converted, tmp_path_factory):
         yield url
     finally:
         _stop_serve(p)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = _chromium()
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def _page(browser, locale: str):

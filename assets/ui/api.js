@@ -45,6 +45,19 @@ export async function api(path, opts = {}) {
   return resp;
 }
 
+// A download through fetch (not a plain link, so the bearer token header is sent), saved under the
+// name the server gives it (Content-Disposition), else ``fallback``; returns the name.
+export async function download(path, fallback) {
+  const res = await api(path);
+  const name = (res.headers.get("Content-Disposition") || "").match(/filename="?([^";]+)/)?.[1] || fallback;
+  const a = Object.assign(document.createElement("a"), { href: URL.createObjectURL(await res.blob()), download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  return name;
+}
+
 // One sentence for the user per server error; the server's own message is kept (it is specific:
 // which limit, which folders to put the GGUF files in).
 export function describeError(e) {

@@ -9,7 +9,7 @@
 // Polling: every second while the queue reads, every few seconds when it is quiet, not at all
 // while the inventory is not shown or the window is hidden.
 import { $, t } from "./ui.js";
-import { api } from "./api.js";
+import { api, download } from "./api.js";
 import { showError, showInfo, showNoticeRender } from "./notice.js";
 import { inv, refresh, busy } from "./inventory_data.js";
 import { addFiles, droppedFiles, wireAdd } from "./inventory_add.js";
@@ -32,17 +32,10 @@ async function tick() {
   timer = setTimeout(tick, inv.offline ? OFFLINE_MS : busy() || $("#inv-adding").dataset.running ? FAST_MS : SLOW_MS);
 }
 
-// Downloads through fetch (the token header), saved under the server's name for them.
+// Downloads (api.js download), saved under the server's name for them.
 async function exportAs(format) {
   try {
-    const res = await api(`/api/inventory/export?format=${format}`);
-    const name = (res.headers.get("Content-Disposition") || "").match(/filename="?([^";]+)/)?.[1] || `inventory.${format}`;
-    const blob = await res.blob();
-    const a = Object.assign(document.createElement("a"), { href: URL.createObjectURL(blob), download: name });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    const name = await download(`/api/inventory/export?format=${format}`, `inventory.${format}`);
     showInfo("plate.exported", { name });
   } catch (e) {
     showError(e);

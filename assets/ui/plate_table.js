@@ -7,7 +7,7 @@
 // their values, the others are marked "not read" and a banner says the reading is incomplete and
 // was not logged. Copy the table as text; export the readings log.
 import { $, t, fieldLabel, onLangChange } from "./ui.js";
-import { api } from "./api.js";
+import { api, download } from "./api.js";
 import { showError, showInfo, showNoticeRender } from "./notice.js";
 import { store } from "./state.js";
 import { onPhotoChanged, updateButtons } from "./photo.js";
@@ -178,16 +178,10 @@ export async function copyPlate() {
   showInfo("plate.copied");
 }
 
-// Downloads go through fetch (not a plain link) so the bearer token header is sent when needed.
+// The readings log as a file (api.js download: the token header is sent).
 export async function exportReadings(format) {
   try {
-    const blob = await (await api(`/api/readings?format=${format}`)).blob();
-    const name = `readings.${format}`;
-    const a = Object.assign(document.createElement("a"), { href: URL.createObjectURL(blob), download: name });
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    const name = await download(`/api/readings?format=${format}`, `readings.${format}`);
     showInfo("plate.exported", { name });
   } catch (e) {
     showError(e);

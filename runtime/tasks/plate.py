@@ -24,6 +24,8 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("power_factor", "Power factor"), ("efficiency", "Efficiency"), ("ip_rating", "IP rating"),
     ("insulation_class", "Insulation class"), ("duty", "Duty"), ("standard", "Standard"),
 )
+# the answer's keys: the fields, then "other" (the plate's other name/value pairs)
+FIELD_KEYS: tuple[str, ...] = tuple(k for k, _ in FIELDS) + ("other",)
 MAX_FIELD_CHARS = 48
 
 SCHEMA: dict = {

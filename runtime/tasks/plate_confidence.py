@@ -19,9 +19,7 @@ import json
 import math
 from typing import Iterable, Sequence
 
-from runtime.tasks.plate import FIELDS
-
-FIELD_KEYS: tuple[str, ...] = tuple(k for k, _ in FIELDS) + ("other",)
+from runtime.tasks.plate import FIELD_KEYS
 
 # The statistic field_confidences uses, and the table's threshold for "look twice". Measured on
 # 400 held-out plates with the demo model (docs/benchmarks.md, "Field confidence (issue 24)"): the

@@ -25,7 +25,7 @@ from runtime.tasks.plate_confidence import field_confidences
 from runtime.tasks.plate_parser import FieldParser
 
 # the fields the answer holds, "other" (the plate's other name/value pairs) last
-FIELD_KEYS: tuple[str, ...] = tuple(k for k, _ in plate.FIELDS) + ("other",)
+FIELD_KEYS = plate.FIELD_KEYS
 DECODE_EVERY_S = 0.25    # how often the stream reports the decode's speed between fields
 
 

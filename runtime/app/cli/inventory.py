@@ -154,7 +154,8 @@ def _reader(a, inv):
 def _add_folder(inv, folder: Path, run: int, budget_fn) -> None:
     from runtime.engine.images import DEFAULT_MAX_FILE_BYTES
     from runtime.common.progress_bar import is_terminal, progress_bar
-    from runtime.tasks.inventory.intake import hash_file, walk
+    from runtime.common.files import sha256_file
+    from runtime.tasks.inventory.intake import too_large, walk
     files = walk(folder, skip=inv.folder)
     if not files:
         raise UsageError(f"{folder} holds no files")
@@ -167,9 +168,7 @@ def _add_folder(inv, folder: Path, run: int, budget_fn) -> None:
             rel = f.relative_to(folder).as_posix()
             size = f.stat().st_size
             if size > DEFAULT_MAX_FILE_BYTES:
-                inv.add_error(hash_file(f), rel, size,
-                              f"{rel} is {size / 2**20:.0f} MB, larger than the {DEFAULT_MAX_FILE_BYTES // 2**20} MB "
-                              "a photo may be", source="cli", run=run, path=rel)
+                inv.add_error(sha256_file(f), rel, size, too_large(rel, size), source="cli", run=run, path=rel)
                 continue
             inv.add(f.read_bytes(), rel, source="cli", pixel_budget=budget_fn(), run=run, path=rel)
     finally:

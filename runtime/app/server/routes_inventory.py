@@ -19,6 +19,7 @@ from runtime.app.server.app_state import app_state
 from runtime.app.server.web import err, json_body
 from runtime.engine import images
 from runtime.tasks import plate
+from runtime.tasks.inventory.intake import too_large
 from runtime.tasks.inventory.store import FIELD_KEYS, InventoryError
 
 MAX_FILES_PER_REQUEST = 50
@@ -92,9 +93,8 @@ async def add_refused(request: Request):
         return err(400, "send {name, bytes} of the file")
     # its bytes were never read: its identity is its name, size and date as the page saw them
     ident = hashlib.sha256(f"unread:{name}:{size}:{body.get('modified')}".encode()).hexdigest()
-    reason = (f"{name} is {size / 2**20:.0f} MB, larger than the {images.DEFAULT_MAX_FILE_BYTES // 2**20} MB a "
-              "photo may be: export it smaller (a phone photo is 2–8 MB)")
-    added = await run_in_threadpool(host.inventory.add_error, ident, name, size, reason, source="window")
+    added = await run_in_threadpool(host.inventory.add_error, ident, name, size, too_large(name, size),
+                                    source="window")
     return JSONResponse({"id": added.row.id, "state": added.row.state, "error": added.row.error,
                          "duplicate": added.duplicate})
 
@@ -194,21 +194,17 @@ async def correct_field(request: Request):
     return JSONResponse({"value": c.value, "changed": c.changed})
 
 
-def _export_rows(host):
-    return [r for r in host.inventory.rows()]
-
-
 async def export(request: Request):
     from runtime.tasks.inventory import export as ex
     host = inventory_host(request)
     fmt = request.query_params.get("format", "csv")
     stamp = time.strftime("%Y%m%d-%H%M")
     if fmt == "csv":
-        text = await run_in_threadpool(lambda: ex.to_csv(_export_rows(host)))
+        text = await run_in_threadpool(lambda: ex.to_csv(host.inventory.rows()))
         return Response(text, media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="inventory-{stamp}.csv"'})
     if fmt == "xlsx":
-        data = await run_in_threadpool(lambda: ex.to_xlsx(_export_rows(host)))
+        data = await run_in_threadpool(lambda: ex.to_xlsx(host.inventory.rows()))
         return Response(data, media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                         headers={"Content-Disposition": f'attachment; filename="inventory-{stamp}.xlsx"'})
     return err(400, "format must be csv or xlsx")
@@ -220,7 +216,7 @@ async def export_folder(request: Request):
     from runtime.tasks.inventory import export as ex
     host = inventory_host(request)
     dest = app_state(request).data_dir / "exports" / f"inventory-{time.strftime('%Y%m%d-%H%M%S')}"
-    path = await run_in_threadpool(lambda: ex.export_folder(host.inventory, _export_rows(host), dest))
+    path = await run_in_threadpool(lambda: ex.export_folder(host.inventory, host.inventory.rows(), dest))
     return JSONResponse({"path": str(path)})
 
 

@@ -7,7 +7,6 @@ without reading it whole.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -48,12 +47,10 @@ def inspect(data: bytes, name: str, pixel_budget: int) -> Inspected:
     return Inspected(EXTENSIONS.get(img.format, ".img"), w, h, buf.getvalue())
 
 
-def hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def too_large(name: str, size: int) -> str:
+    """The error row of a file larger than a photo may be (its bytes are not read or copied)."""
+    return (f"{name} is {size / 2**20:.0f} MB, larger than the {images.DEFAULT_MAX_FILE_BYTES // 2**20} MB a "
+            "photo may be: export it smaller (a phone photo is 2–8 MB)")
 
 
 def walk(folder: Path, skip: Path | None = None) -> list[Path]:

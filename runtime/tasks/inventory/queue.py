@@ -63,12 +63,12 @@ class Current:
         kind = getattr(ev, "kind", None)
         if kind == "progress":
             self.phase, self.fraction, self.eta_s = ev.phase, ev.fraction, ev.eta_s
-        elif kind in ("decode", "field"):
-            self.phase = "fields"
-            self.fields_done, self.fields_total = ev.done if kind == "field" else ev.fields_done, \
-                ev.total if kind == "field" else ev.fields_total
-            if kind == "decode":
-                self.eta_s, self.decode_tps = ev.eta_s, ev.decode_tps
+        elif kind == "field":
+            self.phase, self.fields_done, self.fields_total = "fields", ev.done, ev.total
+        elif kind == "decode":
+            self.phase, self.fields_done, self.fields_total = "fields", ev.fields_done, ev.fields_total
+            self.eta_s, self.decode_tps = ev.eta_s, ev.decode_tps
+        if kind in ("field", "decode"):
             self.fraction = self.fields_done / self.fields_total if self.fields_total else None
 
 

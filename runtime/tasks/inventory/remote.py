@@ -34,7 +34,6 @@ from runtime.tasks.inventory.errors import (EngineMisconfigured, EngineRefused, 
 
 log = logging.getLogger(__name__)
 
-FIELD_KEYS: tuple[str, ...] = tuple(k for k, _ in plate.FIELDS) + ("other",)
 MAX_TOKENS = 2048
 # The longest side sent. GLM-4.6V's processor shrinks anything over 6144 image tokens (~2500×1900)
 # anyway, so a 12 MP phone photo would cost 4-6× the upload (and, base64, can pass an engine's body
@@ -227,7 +226,7 @@ class RemoteEngine:
         if finish == "length":
             reading.warnings.append(f"the answer was cut at {MAX_TOKENS} tokens (max_tokens)")
         entries = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
-        confidence: dict = {k: None for k in FIELD_KEYS}
+        confidence: dict = {k: None for k in plate.FIELD_KEYS}
         if entries:
             try:   # a sibling module; were it absent, the reading would simply have no confidences
                 from runtime.tasks.plate_confidence import field_confidences, pieces_from_openai

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from runtime.tasks import plate
-
-FIELD_KEYS: tuple[str, ...] = tuple(k for k, _ in plate.FIELDS) + ("other",)
+from runtime.tasks.plate import FIELD_KEYS
+from runtime.tasks.plate_confidence import flagged
 
 
 @dataclass
@@ -58,7 +57,8 @@ class Row:
 
     def flagged(self, below: float) -> list[str]:
         """Unchecked fields whose confidence is under ``below``: to be looked at twice."""
-        return [k for k in self.unchecked() if (c := self.confidence.get(k)) is not None and c < below]
+        low = set(flagged(self.confidence, below))
+        return [k for k in self.unchecked() if k in low]
 
     def as_json(self, flag_below: float) -> dict:
         return {"id": self.id, "sha256": self.sha256, "name": self.name, "state": self.state, "error": self.error,
