@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.common.files import atomic_write_text
+from runtime.common.files import atomic_write_text, swap_in_folder
 from runtime.common.manifest import MANIFEST_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,17 +293,7 @@ def _pyinstall_and_swap(cmd: list[str], env: dict, staging: Path, out: Path, cud
 
 def swap_in(built: Path, out: Path) -> None:
     """Put the complete bundle ``built`` at ``out`` (same filesystem); if that fails the previous one stays."""
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    try:
-        built.rename(out)
-    except OSError:
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in_folder(built, out)
 
 
 def main(argv: list[str] | None = None) -> int:

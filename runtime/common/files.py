@@ -1,4 +1,4 @@
-"""The project's one atomic write and one file checksum.
+"""The project's one atomic write (of a file, and of a whole folder) and one file checksum.
 
 Every file the program writes for keeps (manifests, caches, logs' companions, photo memory,
 training summaries) goes through ``atomic_write_bytes``: a reader, another process or the next
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -31,6 +32,41 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make the renames into ``folder`` durable: they are only once the folder itself is synced
+    (POSIX; Windows cannot open a folder this way, and NTFS/FAT journal the rename themselves or not
+    at all)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def swap_in_folder(part: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """The folder's counterpart of the atomic write: the complete folder ``part`` becomes ``dest``
+    (same filesystem); a folder already at ``dest`` is replaced only once the new one is in place,
+    and stays if that fails."""
+    part, dest = Path(part), Path(dest)
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    try:
+        part.rename(dest)
+    except OSError:
+        if old.exists() and not dest.exists():
+            old.rename(dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(dest.parent)
 
 
 def sha256_file(path: str | os.PathLike, bufsize: int = 8 << 20) -> str:

@@ -40,13 +40,12 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
 import unicodedata
 from pathlib import Path
 
-from runtime.common.files import atomic_write_bytes
+from runtime.common.files import atomic_write_bytes, fsync_dir, swap_in_folder
 from runtime.tasks.inventory.rows import FIELD_KEYS, Row
 from runtime.tasks.inventory.store import Inventory, InventoryError, now_iso
 from runtime.tasks.plate import formula_safe_cell
@@ -282,37 +281,6 @@ def export_folder(inventory: Inventory, rows: list[Row], dest: Path, *, replace:
     doc = inventory_json(rows, files, flag_below, notes)
     atomic_write_bytes(part / INVENTORY_JSON, json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8"))
     (part / INCOMPLETE_NOTE).unlink()
-    _fsync_dir(part)
-    _swap_in(part, dest)
+    fsync_dir(part)
+    swap_in_folder(part, dest)
     return dest
-
-
-def _fsync_dir(folder: Path) -> None:
-    # the renames into a folder are durable only once the folder itself is synced (POSIX; Windows
-    # cannot open a folder this way, and NTFS/FAT journal the rename themselves or not at all)
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _swap_in(part: Path, dest: Path) -> None:
-    """``part`` becomes ``dest``; an earlier export there is replaced only once the new one is whole."""
-    old = dest.with_name(dest.name + ".old")
-    if dest.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-    try:
-        part.rename(dest)
-    except OSError:
-        if old.exists() and not dest.exists():
-            old.rename(dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    _fsync_dir(dest.parent)
